@@ -1,0 +1,115 @@
+"""Figures the notebooks share: image grids, labelled image rows, loss curves, snapshot strips.
+
+Every helper returns its ``Figure``; a notebook calls it and then ``plt.show()`` once. Images are
+tensors in [0, 1] shaped (N, C, H, W) on any device.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from torchvision.utils import make_grid
+
+from .training import History
+
+
+def use_course_style(dpi: int = 80) -> None:
+    """Small PNG figures (they are committed with the notebooks) with a clean look."""
+    plt.rcParams.update({"figure.dpi": dpi, "savefig.dpi": dpi, "axes.grid": True,
+                         "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False,
+                         "image.cmap": "gray"})
+    try:  # PNG only, not PNG + SVG/PDF, in the notebook outputs
+        from matplotlib_inline.backend_inline import set_matplotlib_formats
+        set_matplotlib_formats("png")
+    except ImportError:  # pragma: no cover - outside IPython
+        pass
+
+
+def _to_numpy_grid(images: torch.Tensor, nrow: int, pad: int = 1) -> np.ndarray:
+    if images.dim() != 4:
+        raise ValueError(f"expected images shaped (N, C, H, W), got {tuple(images.shape)}")
+    grid = make_grid(images.detach().float().cpu().clamp(0, 1), nrow=nrow, padding=pad, pad_value=1.0)
+    return grid.permute(1, 2, 0).numpy() if images.shape[1] == 3 else grid[0].numpy()
+
+
+def image_grid(images: torch.Tensor, nrow: int = 8, title: str | None = None,
+               ax: plt.Axes | None = None, scale: float = 0.6) -> Figure:
+    """A grid of images, ``nrow`` per row."""
+    arr = _to_numpy_grid(images, nrow)
+    if ax is None:
+        rows = -(-len(images) // nrow)
+        _, ax = plt.subplots(figsize=(scale * min(nrow, len(images)) + 0.2, scale * rows + 0.4))
+    ax.imshow(arr, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=10)
+    return ax.figure
+
+
+def image_rows(rows: Mapping[str, torch.Tensor], title: str | None = None,
+               scale: float = 0.6) -> Figure:
+    """One labelled row per entry, e.g. {"original": x, "reconstruction": x_hat}."""
+    n = max(len(v) for v in rows.values())
+    fig, axes = plt.subplots(len(rows), 1, figsize=(scale * n + 1.6, scale * len(rows) + 0.5),
+                             squeeze=False)
+    for ax, (label, imgs) in zip(axes[:, 0], rows.items()):
+        ax.imshow(_to_numpy_grid(imgs, nrow=len(imgs)), cmap="gray", vmin=0, vmax=1,
+                  interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.grid(False)
+        for s in ax.spines.values():
+            s.set_visible(False)
+        ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def snapshot_rows(history: History, every: int = 1, title: str | None = None) -> Figure:
+    """The images a run stored after each epoch (``history.snapshots``), one row per epoch."""
+    if not history.snapshots:
+        raise ValueError("history.snapshots is empty: add a snapshot callback to the training run")
+    epochs = sorted(history.snapshots)
+    keep = [e for e in epochs if e % every == 0 or e in (epochs[0], epochs[-1])]
+    return image_rows({f"epoch {e}": history.snapshots[e].float().div(255) for e in keep}, title)
+
+
+def _smooth(values: Sequence[float], window: int) -> np.ndarray:
+    v = np.asarray(values, dtype=float)
+    if window <= 1 or len(v) < window:
+        return v
+    return np.convolve(v, np.ones(window) / window, mode="valid")
+
+
+def curves(histories: Mapping[str, History] | History, keys: Sequence[str], per: str = "epoch",
+           smooth: int = 1, title: str | None = None, logy: bool = False,
+           ylabel: str | None = None) -> Figure:
+    """One panel per key; one line per run. ``per`` is "epoch" or "step" (steps can be smoothed
+    with a moving average of ``smooth`` steps)."""
+    if isinstance(histories, History):
+        histories = {"": histories}
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.2), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        for name, h in histories.items():
+            store = h.epochs if per == "epoch" else h.steps
+            if key not in store:
+                continue
+            y = _smooth(store[key], smooth if per == "step" else 1)
+            x = np.arange(1, len(y) + 1) + (smooth - 1 if per == "step" and len(y) < len(store[key]) else 0)
+            ax.plot(x, y, label=name or None, marker="o" if per == "epoch" and len(y) < 30 else None,
+                    ms=3)
+        ax.set_xlabel(per)
+        ax.set_title(key if ylabel is None else ylabel, fontsize=10)
+        if logy:
+            ax.set_yscale("log")
+        if any(histories):
+            ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,188 @@
+"""One training loop for every model in the course.
+
+The loop knows nothing about VAEs or GANs. A notebook writes a *step*: a function that takes one
+batch ``(x, y)``, does its own forward pass, backward pass and optimizer update(s), and returns
+its named losses as a dict. A VAE step returns ``{"loss", "recon", "kl"}``; a GAN step updates D
+then G and returns ``{"loss_D", "loss_G", "D(x)", "D(G(z))"}``. The loop adds what every run
+needs: a progress bar, per-step and per-epoch history, images/s, a guard against NaN/inf losses,
+per-epoch callbacks (test metrics, sample snapshots) and a clean stop on Ctrl-C.
+
+Introduced in notebooks/01_vae.ipynb.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Mapping
+
+import torch
+from tqdm.auto import tqdm
+
+Step = Callable[[torch.Tensor, torch.Tensor], Mapping[str, "torch.Tensor | float"]]
+EpochCallback = Callable[[int, "History"], "Mapping[str, float] | None"]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss became NaN or infinite; ``.history`` holds everything recorded up to that step."""
+
+    def __init__(self, message: str, history: "History"):
+        super().__init__(message)
+        self.history = history
+
+
+@dataclass
+class History:
+    """What a run recorded: ``steps[name]`` per batch, ``epochs[name]`` per epoch.
+
+    ``epochs`` holds the mean of each step loss over the epoch plus whatever the epoch callbacks
+    returned (e.g. ``"test_loss"``). ``snapshots`` keeps small image batches a callback stored
+    (e.g. samples from fixed noise after each epoch), keyed by epoch.
+    """
+
+    steps: dict[str, list[float]] = field(default_factory=dict)
+    epochs: dict[str, list[float]] = field(default_factory=dict)
+    images_per_s: list[float] = field(default_factory=list)
+    snapshots: dict[int, torch.Tensor] = field(default_factory=dict)
+    seconds: float = 0.0
+    images_seen: int = 0
+    interrupted: bool = False
+
+    @property
+    def n_epochs(self) -> int:
+        return len(self.images_per_s)
+
+    def summary(self) -> str:
+        last = ", ".join(f"{k} {v[-1]:.4g}" for k, v in self.epochs.items() if v)
+        rate = self.images_seen / self.seconds if self.seconds else float("nan")
+        state = " (interrupted)" if self.interrupted else ""
+        return (f"{self.n_epochs} epochs, {self.images_seen:,} images in {self.seconds:.1f} s "
+                f"({rate:,.0f} images/s){state}; last epoch: {last}")
+
+    def state_dict(self) -> dict:
+        """Plain containers only, so a checkpoint can hold it and load with weights_only=True."""
+        return {"steps": self.steps, "epochs": self.epochs, "images_per_s": self.images_per_s,
+                "snapshots": {str(k): v.cpu() for k, v in self.snapshots.items()},
+                "seconds": self.seconds, "images_seen": self.images_seen,
+                "interrupted": self.interrupted}
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping) -> "History":
+        state = dict(state)
+        state["snapshots"] = {int(k): v for k, v in state.get("snapshots", {}).items()}
+        return cls(**state)
+
+
+def _scalar(v: "torch.Tensor | float") -> float:
+    return float(v.detach()) if torch.is_tensor(v) else float(v)
+
+
+def _append(store: dict[str, list[float]], values: Mapping[str, float]) -> None:
+    for k, v in values.items():
+        store.setdefault(k, []).append(float(v))
+
+
+def train(step: Step, batches: Iterable, epochs: int, *,
+          callbacks: Iterable[EpochCallback] = (), history: History | None = None,
+          desc: str = "training", postfix_every: int = 25) -> History:
+    """Run ``step`` on every batch for ``epochs`` epochs and return the :class:`History`.
+
+    - ``callbacks`` run after each epoch as ``cb(epoch, history)`` (epochs count from 1); a dict
+      they return is appended to ``history.epochs``. Their time is not counted in images/s.
+    - Pass an existing ``history`` to continue a run; epochs then count on from where it stopped.
+    - A NaN or infinite loss stops training with :class:`NonFiniteLossError`, naming the loss,
+      epoch and step. Ctrl-C (KeyboardInterrupt) stops cleanly: the model keeps the weights it
+      has, and the history is returned with ``interrupted=True``.
+    """
+    history = history if history is not None else History()
+    first = history.n_epochs + 1
+    per_epoch = len(batches) if hasattr(batches, "__len__") else None
+    bar = tqdm(total=per_epoch * epochs if per_epoch else None, desc=desc, unit="batch")
+    epoch, n_step = first, 0
+    try:
+        for epoch in range(first, first + epochs):
+            sums: dict[str, float] = {}
+            n_batches, n_images, busy = 0, 0, 0.0
+            start = time.perf_counter()
+            for x, y in batches:
+                losses = {k: _scalar(v) for k, v in step(x, y).items()}
+                n_step += 1
+                bad = [k for k, v in losses.items() if not math.isfinite(v)]
+                if bad:
+                    raise NonFiniteLossError(
+                        f"Loss {bad[0]!r} became {losses[bad[0]]} at epoch {epoch}, step {n_step}. "
+                        "Training stopped; the model holds the weights of that step and "
+                        "`err.history` what was recorded. Usual fixes: lower the learning rate, "
+                        "check inputs are in [0, 1] and finite, clamp log-variances.", history)
+                _append(history.steps, losses)
+                for k, v in losses.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                n_batches += 1
+                n_images += x.shape[0]
+                bar.update()
+                if n_step % postfix_every == 0:
+                    bar.set_postfix({k: f"{v:.3g}" for k, v in losses.items()}, refresh=False)
+            busy = time.perf_counter() - start
+            _append(history.epochs, {k: v / max(n_batches, 1) for k, v in sums.items()})
+            history.images_per_s.append(n_images / busy if busy > 0 else float("nan"))
+            history.seconds += busy
+            history.images_seen += n_images
+            for cb in callbacks:
+                extra = cb(epoch, history)
+                if extra:
+                    _append(history.epochs, extra)
+    except KeyboardInterrupt:
+        history.interrupted = True
+        print(f"Interrupted during epoch {epoch}: the model keeps its current weights and "
+              f"`history` holds {history.n_epochs} complete epochs.")
+    finally:
+        bar.close()
+    return history
+
+
+@torch.no_grad()
+def evaluate(loss_fn: Callable[[torch.Tensor, torch.Tensor], Mapping[str, torch.Tensor]],
+             batches: Iterable, model: torch.nn.Module | None = None) -> dict[str, float]:
+    """Mean of ``loss_fn(x, y)``'s values over all batches, weighted by batch size.
+
+    ``model`` (if given) is put in eval mode for the pass and restored afterwards.
+    """
+    was_training = model.training if model is not None else None
+    if model is not None:
+        model.eval()
+    sums: dict[str, float] = {}
+    n = 0
+    for x, y in batches:
+        for k, v in loss_fn(x, y).items():
+            sums[k] = sums.get(k, 0.0) + _scalar(v) * x.shape[0]
+        n += x.shape[0]
+    if model is not None:
+        model.train(was_training)
+    return {k: v / n for k, v in sums.items()}
+
+
+def fit_or_load(name: str, model: torch.nn.Module, config: Mapping, run: Callable[[], History],
+                reuse: bool, device: torch.device | str = "cpu"
+                ) -> tuple[torch.nn.Module, History]:
+    """Train ``model`` with ``run()`` and checkpoint it as ``name``, or, when ``reuse`` is True and
+    a checkpoint trained with exactly ``config`` exists, load that model and its history instead.
+
+    ``config`` should hold everything that changes the trained weights (architecture, epochs,
+    learning rate, data size, seed). The history is saved inside the checkpoint, so the figures
+    of a reused run are the figures of the run that trained it.
+    """
+    from . import checkpoints  # local import: checkpoints does not need the training loop
+
+    if reuse and checkpoints.matching_checkpoint(name, config):
+        loaded, payload = checkpoints.load_checkpoint(name, device)
+        history = History.from_state_dict(payload["extra"]["history"])
+        print(f"{name}: reused {checkpoints.checkpoint_path(name)} (trained {payload['saved_at']}); "
+              f"{history.summary()}")
+        return loaded, history
+    history = run()
+    if history.interrupted:
+        print(f"{name}: interrupted, so not checkpointed; the model is usable in this session.")
+        return model, history
+    path = checkpoints.save_checkpoint(model, name, config, history=history.state_dict())
+    print(f"{name}: {history.summary()}\n  saved to {path}")
+    return model, history

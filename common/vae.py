@@ -1,0 +1,160 @@
+"""Variational autoencoders: the ELBO's pieces and two architectures.
+
+Introduced (and narrated) in notebooks/01_vae.ipynb; reused by notebook 02 (a VAE prior over a
+VQ-VAE's latents) and notebook 05 (measured by FID).
+
+For an image x with latent z, encoder q(z|x) = N(mu, diag(exp(logvar))), prior p(z) = N(0, I) and
+decoder p(x|z), the evidence lower bound is
+
+    log p(x) >= ELBO = E_q[log p(x|z)] - KL(q(z|x) || p(z))
+
+and training minimises -ELBO = recon + KL, both summed over pixels / latent dimensions, so the
+loss is in nats per image. ``beta`` scales the KL term (beta = 1 is the ELBO).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .checkpoints import register
+from .layers import GenerativeModel, mlp_trunk
+
+LIKELIHOODS = ("bernoulli", "gaussian")
+
+
+def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """z = mu + sigma * eps with eps ~ N(0, I): a sample whose gradient flows to mu and logvar."""
+    eps = torch.randn_like(mu)
+    return mu + torch.exp(0.5 * logvar) * eps
+
+
+def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, exp(logvar)) || N(0, I)) in closed form, summed over dimensions -> shape (B,).
+
+    Per dimension: 0.5 * (mu^2 + sigma^2 - 1 - log sigma^2).
+    """
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=1)
+
+
+def bernoulli_nll(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """-log p(x|z) for independent Bernoulli pixels with mean sigmoid(logits), per image (B,).
+
+    This is binary cross-entropy summed over pixels. With grey levels in [0, 1] as targets (the
+    convention of the PyTorch example and most papers' Fashion-MNIST numbers) it is not a
+    normalised likelihood of grey images: compare such numbers only with each other.
+    """
+    return F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
+
+
+def gaussian_nll(x_mean: torch.Tensor, x: torch.Tensor, sigma2: float) -> torch.Tensor:
+    """-log N(x; x_mean, sigma2 * I) per image (B,): squared error / (2 sigma2) + normaliser."""
+    sq = (x - x_mean).pow(2).flatten(1).sum(1)
+    d = x[0].numel()
+    return 0.5 * sq / sigma2 + 0.5 * d * math.log(2 * math.pi * sigma2)
+
+
+class VAE(GenerativeModel):
+    """Shared logic of the VAEs. Subclasses build ``encoder`` (x -> 2*latent) and ``decoder``
+    (z -> logits shaped like x).
+
+    ``likelihood`` is "bernoulli" (decoder outputs logits, recon = BCE) or "gaussian" (decoder
+    mean = sigmoid(output), recon = squared error / 2 sigma2 with a fixed ``sigma2``).
+    """
+
+    def __init__(self, latent_dim: int, likelihood: str = "bernoulli", sigma2: float | None = None):
+        super().__init__()
+        if likelihood not in LIKELIHOODS:
+            raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
+        if likelihood == "gaussian" and not (sigma2 and sigma2 > 0):
+            raise ValueError("a gaussian likelihood needs sigma2 > 0 (e.g. the data's pixel "
+                             "variance, or the MSE of a trained model)")
+        self.latent_dim, self.likelihood, self.sigma2 = latent_dim, likelihood, sigma2
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """q(z|x) as (mu, logvar), each (B, latent_dim)."""
+        mu, logvar = self.encoder(x).chunk(2, dim=1)
+        return mu, logvar.clamp(-15, 15)  # keeps exp(logvar) finite early in training
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """The decoder's mean image in [0, 1] for each z."""
+        return torch.sigmoid(self.decoder(z))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(decoder output for a sampled z, mu, logvar)."""
+        mu, logvar = self.encode(x)
+        return self.decoder(reparameterize(mu, logvar)), mu, logvar
+
+    def recon_nll(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if self.likelihood == "bernoulli":
+            return bernoulli_nll(out, x)
+        return gaussian_nll(torch.sigmoid(out), x, self.sigma2)
+
+    def loss(self, x: torch.Tensor, beta: float = 1.0) -> dict[str, torch.Tensor]:
+        """Batch means of recon = -log p(x|z), kl, and loss = recon + beta * kl (nats/image)."""
+        out, mu, logvar = self(x)
+        recon = self.recon_nll(out, x).mean()
+        kl = gaussian_kl(mu, logvar).mean()
+        return {"loss": recon + beta * kl, "recon": recon, "kl": kl}
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Decode the posterior mean: the model's 'best guess' reconstruction, in [0, 1]."""
+        return self.decode(self.encode(x)[0])
+
+    def _sample(self, n: int, labels=None) -> torch.Tensor:
+        return self.decode(torch.randn(n, self.latent_dim, device=self.device))
+
+
+@register
+class MLPVAE(VAE):
+    """784-hidden-latent VAE with one hidden layer each way (PyTorch example: 784-400-20)."""
+
+    def __init__(self, latent_dim: int = 20, hidden: int = 400, likelihood: str = "bernoulli",
+                 sigma2: float | None = None, image_shape: tuple = (1, 28, 28)):
+        super().__init__(latent_dim, likelihood, sigma2)
+        self.hparams = dict(latent_dim=latent_dim, hidden=hidden, likelihood=likelihood,
+                            sigma2=sigma2, image_shape=tuple(image_shape))
+        d = math.prod(image_shape)
+        self.trunk = mlp_trunk(d, hidden)  # same layers as MLPClassifier.trunk
+        self.encoder = nn.Sequential(self.trunk, nn.Linear(hidden, 2 * latent_dim))
+        self.decoder = nn.Sequential(nn.Linear(latent_dim, hidden), nn.ReLU(),
+                                     nn.Linear(hidden, d), nn.Unflatten(1, tuple(image_shape)))
+
+
+@register
+class ConvVAE(VAE):
+    """Strided convolutions down (28 -> 14 -> 7), transposed convolutions up, LeakyReLU."""
+
+    def __init__(self, latent_dim: int = 20, channels: int = 32, hidden: int = 256,
+                 likelihood: str = "bernoulli", sigma2: float | None = None, in_channels: int = 1):
+        super().__init__(latent_dim, likelihood, sigma2)
+        self.hparams = dict(latent_dim=latent_dim, channels=channels, hidden=hidden,
+                            likelihood=likelihood, sigma2=sigma2, in_channels=in_channels)
+        c = channels
+        act = lambda: nn.LeakyReLU(0.2)  # noqa: E731
+        self.encoder = nn.Sequential(
+            nn.Conv2d(in_channels, c, 4, stride=2, padding=1), act(),  # 28x28 -> 14x14
+            nn.Conv2d(c, 2 * c, 4, stride=2, padding=1), act(),        # 14x14 -> 7x7
+            nn.Flatten(), nn.Linear(2 * c * 7 * 7, hidden), act(),
+            nn.Linear(hidden, 2 * latent_dim))
+        self.decoder = nn.Sequential(
+            nn.Linear(latent_dim, hidden), act(),
+            nn.Linear(hidden, 2 * c * 7 * 7), act(), nn.Unflatten(1, (2 * c, 7, 7)),
+            nn.ConvTranspose2d(2 * c, c, 4, stride=2, padding=1), act(),  # 7x7 -> 14x14
+            nn.ConvTranspose2d(c, in_channels, 4, stride=2, padding=1))   # 14x14 -> 28x28 logits
+
+
+def train_step(model: VAE, optimizer: torch.optim.Optimizer, beta: float = 1.0):
+    """The step :func:`common.training.train` calls per batch: minimise recon + beta * KL."""
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        losses = model.loss(x, beta)
+        optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        optimizer.step()
+        return losses
+
+    return step

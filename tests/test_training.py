@@ -1,0 +1,108 @@
+import pytest
+import torch
+
+from common import checkpoints, training, vae
+from common.data import ImageData
+
+
+def toy_data(n=96):
+    g = torch.Generator().manual_seed(0)
+    images = (torch.rand(n, 1, 28, 28, generator=g) * 255).to(torch.uint8)
+    return ImageData(images, torch.arange(n) % 10, "toy", "train", tuple("0123456789"))
+
+
+def run(seed, epochs=2):
+    torch.manual_seed(seed)
+    model = vae.MLPVAE(latent_dim=2, hidden=16)
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    hist = training.train(vae.train_step(model, opt), toy_data().batches(32, seed=seed), epochs)
+    return model, hist
+
+
+def test_history_records_steps_epochs_and_throughput():
+    _, h = run(0, epochs=3)
+    assert len(h.steps["loss"]) == 9 and len(h.epochs["kl"]) == 3 and h.n_epochs == 3
+    assert h.images_seen == 3 * 96 and all(r > 0 for r in h.images_per_s)
+    assert h.epochs["loss"][0] == pytest.approx(sum(h.steps["loss"][:3]) / 3)
+    assert "images/s" in h.summary()
+
+
+def test_same_seed_same_losses():
+    _, a = run(1)
+    _, b = run(1)
+    _, c = run(2)
+    assert a.steps["loss"] == b.steps["loss"]
+    assert a.steps["loss"] != c.steps["loss"]
+
+
+def test_callbacks_add_epoch_metrics_and_snapshots():
+    def cb(epoch, history):
+        history.snapshots[epoch] = torch.full((2, 1, 4, 4), epoch, dtype=torch.uint8)
+        return {"test_loss": 10.0 * epoch}
+
+    h = training.train(lambda x, y: {"loss": x.mean()}, toy_data().batches(48), 2, callbacks=[cb])
+    assert h.epochs["test_loss"] == [10.0, 20.0] and sorted(h.snapshots) == [1, 2]
+    # continuing a run counts epochs on
+    h = training.train(lambda x, y: {"loss": x.mean()}, toy_data().batches(48), 1, callbacks=[cb], history=h)
+    assert h.epochs["test_loss"] == [10.0, 20.0, 30.0]
+    restored = training.History.from_state_dict(h.state_dict())
+    assert restored.epochs == h.epochs and torch.equal(restored.snapshots[3], h.snapshots[3])
+
+
+def test_nan_guard_stops_with_clear_message():
+    calls = []
+
+    def step(x, y):
+        calls.append(1)
+        return {"loss": torch.tensor(1.0), "kl": torch.tensor(float("nan") if len(calls) == 2 else 0.0)}
+
+    with pytest.raises(training.NonFiniteLossError, match=r"'kl' became nan at epoch 1, step 2.*learning rate") as err:
+        training.train(step, toy_data().batches(32), 3)
+    assert len(calls) == 2 and err.value.history.steps["loss"] == [1.0]
+
+
+def test_keyboard_interrupt_keeps_model_and_history(capsys):
+    seen = []
+
+    def step(x, y):
+        seen.append(1)
+        if len(seen) == 5:
+            raise KeyboardInterrupt
+        return {"loss": 1.0}
+
+    h = training.train(step, toy_data().batches(32), 4)
+    assert h.interrupted and h.n_epochs == 1 and len(h.steps["loss"]) == 4
+    assert "Interrupted during epoch 2" in capsys.readouterr().out
+
+
+def test_evaluate_weights_by_batch_size():
+    d = toy_data(100)
+    out = training.evaluate(lambda x, y: {"mean": x.mean()}, d.batches(30, shuffle=False))
+    assert out["mean"] == pytest.approx(d[:][0].mean().item(), rel=1e-5)
+
+
+def test_fit_or_load_reuses_only_a_matching_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setenv("DGM_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("DGM_SMOKE", "1")
+    cfg = {"epochs": 1, "lr": 1e-3}
+    trained = []
+
+    def fit(model):
+        def run():
+            trained.append(1)
+            opt = torch.optim.Adam(model.parameters(), 1e-3)
+            return training.train(vae.train_step(model, opt), toy_data().batches(32), 1)
+        return run
+
+    m = vae.MLPVAE(latent_dim=2, hidden=16)
+    _, h1 = training.fit_or_load("toy", m, cfg, fit(m), reuse=True)
+    m2 = vae.MLPVAE(latent_dim=2, hidden=16)
+    loaded, h2 = training.fit_or_load("toy", m2, cfg, fit(m2), reuse=True)
+    assert len(trained) == 1 and h2.steps == h1.steps
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), m.state_dict().values()))
+    m3 = vae.MLPVAE(latent_dim=2, hidden=16)
+    training.fit_or_load("toy", m3, dict(cfg, epochs=2), fit(m3), reuse=True)  # config differs
+    assert len(trained) == 2
+    training.fit_or_load("toy", m3, dict(cfg, epochs=2), fit(m3), reuse=False)  # reuse off
+    assert len(trained) == 3
+    assert checkpoints.checkpoint_path("toy").parent == tmp_path.resolve() / "checkpoints" / "smoke"

@@ -1,0 +1,112 @@
+import math
+
+import pytest
+import torch
+from torch.distributions import Bernoulli, Independent, Normal, kl_divergence
+
+from common import vae
+from common.classifiers import MLPClassifier
+
+
+def test_gaussian_kl_matches_torch_distributions():
+    torch.manual_seed(0)
+    mu, logvar = torch.randn(6, 5), torch.randn(6, 5)
+    q = Independent(Normal(mu, (0.5 * logvar).exp()), 1)
+    p = Independent(Normal(torch.zeros(5), torch.ones(5)), 1)
+    assert torch.allclose(vae.gaussian_kl(mu, logvar), kl_divergence(q, p), atol=1e-5)
+    assert torch.allclose(vae.gaussian_kl(torch.zeros(2, 3), torch.zeros(2, 3)), torch.zeros(2))
+
+
+def test_kl_closed_form_agrees_with_monte_carlo():
+    torch.manual_seed(1)
+    mu, logvar = torch.tensor([[0.7, -1.2]]), torch.tensor([[-0.5, 0.3]])
+    z = vae.reparameterize(mu.expand(200_000, 2), logvar.expand(200_000, 2))
+    q = Normal(mu, (0.5 * logvar).exp())
+    mc = (q.log_prob(z) - Normal(0.0, 1.0).log_prob(z)).sum(1).mean()
+    assert mc.item() == pytest.approx(vae.gaussian_kl(mu, logvar).item(), abs=0.01)
+
+
+def test_reparameterization_gradients():
+    torch.manual_seed(2)
+    mu = torch.randn(4, 3, requires_grad=True)
+    logvar = torch.randn(4, 3, requires_grad=True)
+    torch.manual_seed(7)
+    z = vae.reparameterize(mu, logvar)
+    torch.manual_seed(7)
+    eps = torch.randn(4, 3)
+    z.sum().backward()
+    assert torch.allclose(mu.grad, torch.ones(4, 3))  # dz/dmu = 1
+    assert torch.allclose(logvar.grad, 0.5 * (0.5 * logvar.detach()).exp() * eps)  # dz/dlogvar
+    samples = vae.reparameterize(torch.full((100_000, 1), 2.0), torch.full((100_000, 1), math.log(9.0)))
+    assert samples.mean().item() == pytest.approx(2.0, abs=0.05)
+    assert samples.std().item() == pytest.approx(3.0, abs=0.05)
+
+
+def test_likelihoods_match_torch_distributions():
+    torch.manual_seed(3)
+    logits, x = torch.randn(5, 1, 4, 4), torch.rand(5, 1, 4, 4).round()
+    ref = -Independent(Bernoulli(logits=logits.flatten(1)), 1).log_prob(x.flatten(1))
+    assert torch.allclose(vae.bernoulli_nll(logits, x), ref, atol=1e-5)
+    mean, xg, s2 = torch.rand(5, 1, 4, 4), torch.rand(5, 1, 4, 4), 0.02
+    ref = -Independent(Normal(mean.flatten(1), math.sqrt(s2)), 1).log_prob(xg.flatten(1))
+    assert torch.allclose(vae.gaussian_nll(mean, xg, s2), ref, atol=1e-3)
+
+
+@pytest.mark.parametrize("model", [vae.MLPVAE(latent_dim=3, hidden=32), vae.ConvVAE(latent_dim=3, channels=4, hidden=16),
+                                   vae.MLPVAE(latent_dim=2, hidden=16, likelihood="gaussian", sigma2=0.05)])
+def test_vae_shapes_loss_and_samples(model):
+    x = torch.rand(7, 1, 28, 28)
+    out, mu, logvar = model(x)
+    assert out.shape == x.shape and mu.shape == logvar.shape == (7, model.latent_dim)
+    losses = model.loss(x, beta=0.5)
+    assert torch.allclose(losses["loss"], losses["recon"] + 0.5 * losses["kl"])
+    assert losses["kl"] >= 0
+    s = model.sample(5)
+    assert s.shape == (5, 1, 28, 28) and s.min() >= 0 and s.max() <= 1
+    assert model.reconstruct(x).shape == x.shape
+    with pytest.raises(ValueError, match="unconditional"):
+        model.sample(2, labels=torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="n must be"):
+        model.sample(0)
+
+
+def test_loss_is_minus_elbo_in_nats():
+    torch.manual_seed(4)
+    model = vae.MLPVAE(latent_dim=2, hidden=8)
+    x = torch.rand(3, 1, 28, 28).round()  # binary, so the Bernoulli reference accepts it
+    torch.manual_seed(9)
+    got = model.loss(x)
+    torch.manual_seed(9)
+    mu, logvar = model.encode(x)
+    z = vae.reparameterize(mu, logvar)
+    p_x = Independent(Bernoulli(logits=model.decoder(z).flatten(1)), 1)
+    q = Independent(Normal(mu, (0.5 * logvar).exp()), 1)
+    prior = Independent(Normal(torch.zeros(2), torch.ones(2)), 1)
+    minus_elbo = -(p_x.log_prob(x.flatten(1)) - kl_divergence(q, prior)).mean()
+    assert got["loss"].item() == pytest.approx(minus_elbo.item(), rel=1e-5)
+
+
+def test_bad_likelihood_arguments():
+    with pytest.raises(ValueError, match="likelihood must be"):
+        vae.MLPVAE(likelihood="poisson")
+    with pytest.raises(ValueError, match="sigma2"):
+        vae.MLPVAE(likelihood="gaussian")
+
+
+def test_train_step_reduces_loss_on_a_fixed_batch():
+    torch.manual_seed(5)
+    model = vae.MLPVAE(latent_dim=4, hidden=64)
+    x = torch.rand(32, 1, 28, 28).round()
+    step = vae.train_step(model, torch.optim.Adam(model.parameters(), 3e-3))
+    first = step(x, None)["loss"].item()
+    for _ in range(50):
+        last = step(x, None)["loss"].item()
+    assert last < 0.9 * first
+
+
+def test_classifier_trunk_fits_vae_trunk():
+    clf, model = MLPClassifier(hidden=50), vae.MLPVAE(hidden=50)
+    model.trunk.load_state_dict(clf.trunk.state_dict())
+    x = torch.rand(4, 1, 28, 28)
+    assert torch.equal(model.trunk(x), clf.trunk(x))
+    assert clf(x).shape == (4, 10) and clf.predict(x).shape == (4,)
