@@ -113,3 +113,16 @@ def curves(histories: Mapping[str, History] | History, keys: Sequence[str], per:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     return fig
+
+
+def source(*objects) -> "IPython.display.Code":  # noqa: F821
+    """Show the source of functions/classes from ``common`` in a notebook, highlighted.
+
+    Rule of the house: the notebook that introduces an idea shows its code, even when the code
+    lives in ``common/`` so that later notebooks can import it.
+    """
+    import inspect
+
+    from IPython.display import Code
+
+    return Code("\n\n".join(inspect.getsource(o) for o in objects), language="python")

@@ -55,7 +55,7 @@ def interpolation(decode: Callable[[torch.Tensor], torch.Tensor], z0: torch.Tens
     for i, ax in enumerate(axes):
         plots.image_grid(images[i:i + 1], nrow=1, ax=ax)
         ax.set_title(f"t={i / (steps - 1):.1f}" + (f"\n{names[i]}" if names else ""), fontsize=7)
-    fig.suptitle(title, fontsize=10, y=1.02)
+    fig.suptitle(title, fontsize=10, y=1.15 if names else 1.05)
 
     cache = [_png(img) for img in images]
     slider = W.IntSlider(min=0, max=steps - 1, value=0, description="t step",
