@@ -194,14 +194,37 @@ class ImageData:
                 f"{'x'.join(map(str, self.image_shape))} on {self.device})")
 
 
+@dataclass
+class TensorData:
+    """Any pair of tensors batched like :class:`ImageData` (e.g. latent codes and their labels)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, idx) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.x[idx], self.y[idx]
+
+    @property
+    def device(self) -> torch.device:
+        return self.x.device
+
+    def batches(self, batch_size: int, shuffle: bool = True, seed: int = 0,
+                drop_last: bool = False) -> "Batches":
+        return Batches(self, batch_size, shuffle, seed, drop_last)
+
+
 class Batches:
-    """Iterates over shuffled mini-batches of an :class:`ImageData` by index slicing.
+    """Iterates over shuffled mini-batches of an :class:`ImageData` or :class:`TensorData` by
+    index slicing.
 
     Each pass (epoch) draws a new permutation from a generator seeded once with ``seed``, so two
     ``Batches`` built with the same seed give the same sequence of batches, epoch after epoch.
     """
 
-    def __init__(self, data: ImageData, batch_size: int, shuffle: bool = True, seed: int = 0,
+    def __init__(self, data: "ImageData | TensorData", batch_size: int, shuffle: bool = True, seed: int = 0,
                  drop_last: bool = False):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")

@@ -82,6 +82,20 @@ def _append(store: dict[str, list[float]], values: Mapping[str, float]) -> None:
         store.setdefault(k, []).append(float(v))
 
 
+def minimize(loss_fn: Callable[[torch.Tensor, torch.Tensor], Mapping[str, torch.Tensor]],
+             optimizer: torch.optim.Optimizer) -> Step:
+    """The simplest step: one optimizer update on ``loss_fn(x, y)["loss"]``; returns all losses."""
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> Mapping[str, torch.Tensor]:
+        losses = loss_fn(x, y)
+        optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        optimizer.step()
+        return losses
+
+    return step
+
+
 def train(step: Step, batches: Iterable, epochs: int, *,
           callbacks: Iterable[EpochCallback] = (), history: History | None = None,
           desc: str = "training", postfix_every: int = 25) -> History:

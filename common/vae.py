@@ -21,6 +21,7 @@ from torch import nn
 
 from .checkpoints import register
 from .layers import GenerativeModel, mlp_trunk
+from .training import minimize
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 
@@ -61,17 +62,22 @@ class VAE(GenerativeModel):
     (z -> logits shaped like x).
 
     ``likelihood`` is "bernoulli" (decoder outputs logits, recon = BCE) or "gaussian" (decoder
-    mean = sigmoid(output), recon = squared error / 2 sigma2 with a fixed ``sigma2``).
+    mean = sigmoid(output), recon = squared error / 2 sigma2 with a fixed ``sigma2``). With
+    ``bounded=False`` (gaussian only) the decoder mean is the raw output, for data that are not
+    in [0, 1], such as the standardized VQ-VAE latents of notebook 02.
     """
 
-    def __init__(self, latent_dim: int, likelihood: str = "bernoulli", sigma2: float | None = None):
+    def __init__(self, latent_dim: int, likelihood: str = "bernoulli", sigma2: float | None = None,
+                 bounded: bool = True):
         super().__init__()
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
         if likelihood == "gaussian" and not (sigma2 and sigma2 > 0):
             raise ValueError("a gaussian likelihood needs sigma2 > 0 (e.g. the data's pixel "
                              "variance, or the MSE of a trained model)")
-        self.latent_dim, self.likelihood, self.sigma2 = latent_dim, likelihood, sigma2
+        if not bounded and likelihood != "gaussian":
+            raise ValueError("bounded=False (unbounded decoder mean) needs likelihood='gaussian'")
+        self.latent_dim, self.likelihood, self.sigma2, self.bounded = latent_dim, likelihood, sigma2, bounded
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """q(z|x) as (mu, logvar), each (B, latent_dim)."""
@@ -79,8 +85,11 @@ class VAE(GenerativeModel):
         return mu, logvar.clamp(-15, 15)  # keeps exp(logvar) finite early in training
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """The decoder's mean image in [0, 1] for each z."""
-        return torch.sigmoid(self.decoder(z))
+        """The decoder's mean for each z: an image in [0, 1] (or any value if not ``bounded``)."""
+        return self._mean(self.decoder(z))
+
+    def _mean(self, out: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(out) if self.bounded else out
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(decoder output for a sampled z, mu, logvar)."""
@@ -90,7 +99,7 @@ class VAE(GenerativeModel):
     def recon_nll(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if self.likelihood == "bernoulli":
             return bernoulli_nll(out, x)
-        return gaussian_nll(torch.sigmoid(out), x, self.sigma2)
+        return gaussian_nll(self._mean(out), x, self.sigma2)
 
     def loss(self, x: torch.Tensor, beta: float = 1.0) -> dict[str, torch.Tensor]:
         """Batch means of recon = -log p(x|z), kl, and loss = recon + beta * kl (nats/image)."""
@@ -113,10 +122,10 @@ class MLPVAE(VAE):
     """784-hidden-latent VAE with one hidden layer each way (PyTorch example: 784-400-20)."""
 
     def __init__(self, latent_dim: int = 20, hidden: int = 400, likelihood: str = "bernoulli",
-                 sigma2: float | None = None, image_shape: tuple = (1, 28, 28)):
-        super().__init__(latent_dim, likelihood, sigma2)
+                 sigma2: float | None = None, image_shape: tuple = (1, 28, 28), bounded: bool = True):
+        super().__init__(latent_dim, likelihood, sigma2, bounded)
         self.hparams = dict(latent_dim=latent_dim, hidden=hidden, likelihood=likelihood,
-                            sigma2=sigma2, image_shape=tuple(image_shape))
+                            sigma2=sigma2, image_shape=tuple(image_shape), bounded=bounded)
         d = math.prod(image_shape)
         self.trunk = mlp_trunk(d, hidden)  # same layers as MLPClassifier.trunk
         self.encoder = nn.Sequential(self.trunk, nn.Linear(hidden, 2 * latent_dim))
@@ -149,12 +158,4 @@ class ConvVAE(VAE):
 
 def train_step(model: VAE, optimizer: torch.optim.Optimizer, beta: float = 1.0):
     """The step :func:`common.training.train` calls per batch: minimise recon + beta * KL."""
-
-    def step(x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        losses = model.loss(x, beta)
-        optimizer.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        optimizer.step()
-        return losses
-
-    return step
+    return minimize(lambda x, y: model.loss(x, beta), optimizer)

@@ -1,0 +1,117 @@
+"""Priors over a VQ-VAE's latent space, composed with its decoder into samplers.
+
+Introduced in notebooks/02_vq_vae.ipynb. A VQ-VAE has no prior of its own: decoding uniformly
+random codes gives garbage, because real images use codes in strongly correlated patterns. Both
+samplers here model the *continuous* encoder outputs z_e (flattened to D*7*7 numbers), draw a new
+z_e, snap it to the codebook and decode:
+
+- :class:`GMMPriorSampler`: PCA down to a few dimensions, then a Gaussian mixture (fitted with
+  scikit-learn; sampled and scored in torch).
+- :class:`VAEPriorSampler`: a small MLP VAE trained on the standardized z_e.
+
+Both are :class:`~common.layers.GenerativeModel` s: ``sample(n)`` gives images in [0, 1], and they
+save and load as checkpoints (the VQ-VAE's weights travel inside).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.distributions import Categorical, MixtureSameFamily, MultivariateNormal
+
+from .checkpoints import register
+from .layers import GenerativeModel
+from .vae import MLPVAE
+from .vqvae import VQVAE
+
+
+@register
+class GMMPriorSampler(GenerativeModel):
+    """z ~ GMM in PCA space -> back to z_e -> nearest codes -> VQ-VAE decoder."""
+
+    def __init__(self, vqvae: dict, n_pca: int = 32, n_components: int = 16):
+        super().__init__()
+        self.hparams = dict(vqvae=dict(vqvae), n_pca=n_pca, n_components=n_components)
+        self.vqvae = VQVAE(**vqvae)
+        f = math.prod(self.vqvae.latent_shape)
+        self.register_buffer("pca_mean", torch.zeros(f))
+        self.register_buffer("pca_components", torch.zeros(n_pca, f))        # rows: principal axes
+        self.register_buffer("weights", torch.full((n_components,), 1.0 / n_components))
+        self.register_buffer("means", torch.zeros(n_components, n_pca))
+        self.register_buffer("scale_tril", torch.eye(n_pca).repeat(n_components, 1, 1))  # Cholesky of covariances
+
+    @classmethod
+    def fit(cls, vqvae: VQVAE, z_e_flat: torch.Tensor, n_pca: int = 32, n_components: int = 16,
+            seed: int = 0) -> "GMMPriorSampler":
+        """Fit PCA + a full-covariance GMM (scikit-learn) to flattened encoder outputs (N, D*7*7)."""
+        from sklearn.decomposition import PCA
+        from sklearn.mixture import GaussianMixture
+
+        x = z_e_flat.detach().double().cpu().numpy()
+        pca = PCA(n_pca, random_state=seed).fit(x)
+        gmm = GaussianMixture(n_components, covariance_type="full", reg_covar=1e-4,
+                              random_state=seed).fit(pca.transform(x))
+        sampler = cls(vqvae.hparams, n_pca, n_components)
+        sampler.vqvae.load_state_dict(vqvae.state_dict())
+        as_t = lambda a: torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
+        sampler.pca_mean.copy_(as_t(pca.mean_))
+        sampler.pca_components.copy_(as_t(pca.components_))
+        sampler.weights.copy_(as_t(gmm.weights_))
+        sampler.means.copy_(as_t(gmm.means_))
+        sampler.scale_tril.copy_(as_t(torch.linalg.cholesky(torch.as_tensor(gmm.covariances_))))
+        sampler.explained_variance = float(pca.explained_variance_ratio_.sum())  # for reports only
+        return sampler.to(next(vqvae.parameters()).device)
+
+    def project(self, z_e_flat: torch.Tensor) -> torch.Tensor:
+        """Flattened z_e -> PCA coordinates (N, n_pca)."""
+        return (z_e_flat - self.pca_mean) @ self.pca_components.t()
+
+    def mixture(self) -> MixtureSameFamily:
+        return MixtureSameFamily(Categorical(probs=self.weights),
+                                 MultivariateNormal(self.means, scale_tril=self.scale_tril))
+
+    def log_prob(self, z_e_flat: torch.Tensor) -> torch.Tensor:
+        """Log density of the GMM at the PCA coordinates of each flattened z_e (N,)."""
+        return self.mixture().log_prob(self.project(z_e_flat))
+
+    @torch.no_grad()
+    def sample_latent(self, n: int) -> torch.Tensor:
+        """n continuous latents z_e shaped (n, D, 7, 7), before quantization."""
+        y = self.mixture().sample((n,))
+        return (y @ self.pca_components + self.pca_mean).view(n, *self.vqvae.latent_shape)
+
+    def _sample(self, n: int, labels=None) -> torch.Tensor:
+        return self.vqvae.quantize_and_decode(self.sample_latent(n))
+
+
+@register
+class VAEPriorSampler(GenerativeModel):
+    """z ~ N(0, I) -> latent VAE's decoder -> un-standardize to z_e -> nearest codes -> decoder."""
+
+    def __init__(self, vqvae: dict, vae: dict):
+        super().__init__()
+        self.hparams = dict(vqvae=dict(vqvae), vae=dict(vae))
+        self.vqvae = VQVAE(**vqvae)
+        self.vae = MLPVAE(**vae)
+        f = math.prod(self.vqvae.latent_shape)
+        self.register_buffer("mean", torch.zeros(f))
+        self.register_buffer("std", torch.ones(f))
+
+    @classmethod
+    def from_parts(cls, vqvae: VQVAE, vae: MLPVAE, mean: torch.Tensor, std: torch.Tensor
+                   ) -> "VAEPriorSampler":
+        sampler = cls(vqvae.hparams, vae.hparams)
+        sampler.vqvae.load_state_dict(vqvae.state_dict())
+        sampler.vae.load_state_dict(vae.state_dict())
+        sampler.mean.copy_(mean.flatten())
+        sampler.std.copy_(std.flatten())
+        return sampler.to(next(vqvae.parameters()).device)
+
+    @torch.no_grad()
+    def sample_latent(self, n: int) -> torch.Tensor:
+        z = torch.randn(n, self.vae.latent_dim, device=self.device)
+        flat = self.vae.decode(z).flatten(1) * self.std + self.mean
+        return flat.view(n, *self.vqvae.latent_shape)
+
+    def _sample(self, n: int, labels=None) -> torch.Tensor:
+        return self.vqvae.quantize_and_decode(self.sample_latent(n))
