@@ -88,9 +88,9 @@ def _smooth(values: Sequence[float], window: int) -> np.ndarray:
 
 def curves(histories: Mapping[str, History] | History, keys: Sequence[str], per: str = "epoch",
            smooth: int = 1, title: str | None = None, logy: bool = False,
-           ylabel: str | None = None) -> Figure:
-    """One panel per key; one line per run. ``per`` is "epoch" or "step" (steps can be smoothed
-    with a moving average of ``smooth`` steps)."""
+           panel_title: str | None = None) -> Figure:
+    """One panel per key (titled by the key, or ``panel_title``); one line per run. ``per`` is
+    "epoch" or "step" (steps can be smoothed with a moving average of ``smooth`` steps)."""
     if isinstance(histories, History):
         histories = {"": histories}
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.2), squeeze=False)
@@ -104,7 +104,7 @@ def curves(histories: Mapping[str, History] | History, keys: Sequence[str], per:
             ax.plot(x, y, label=name or None, marker="o" if per == "epoch" and len(y) < 30 else None,
                     ms=3)
         ax.set_xlabel(per)
-        ax.set_title(key if ylabel is None else ylabel, fontsize=10)
+        ax.set_title(key if panel_title is None else panel_title, fontsize=10)
         if logy:
             ax.set_yscale("log")
         if any(histories):

@@ -47,7 +47,7 @@ class GMMPriorSampler(GenerativeModel):
         from sklearn.decomposition import PCA
         from sklearn.mixture import GaussianMixture
 
-        x = z_e_flat.detach().double().cpu().numpy()
+        x = z_e_flat.detach().cpu().double().numpy()  # to the CPU first: MPS has no float64
         pca = PCA(n_pca, random_state=seed).fit(x)
         gmm = GaussianMixture(n_components, covariance_type="full", reg_covar=1e-4,
                               random_state=seed).fit(pca.transform(x))

@@ -156,22 +156,30 @@ def train(step: Step, batches: Iterable, epochs: int, *,
 
 @torch.no_grad()
 def evaluate(loss_fn: Callable[[torch.Tensor, torch.Tensor], Mapping[str, torch.Tensor]],
-             batches: Iterable, model: torch.nn.Module | None = None) -> dict[str, float]:
+             batches: Iterable, model: torch.nn.Module | None = None,
+             seed: int | None = 0) -> dict[str, float]:
     """Mean of ``loss_fn(x, y)``'s values over all batches, weighted by batch size.
 
-    ``model`` (if given) is put in eval mode for the pass and restored afterwards.
+    ``model`` (if given) is put in eval mode for the pass and restored afterwards. A loss that
+    samples (a VAE's one-sample ELBO) is evaluated with random numbers seeded by ``seed``, so the
+    same model always gets the same number, and the caller's random state is left untouched.
     """
     was_training = model.training if model is not None else None
     if model is not None:
         model.eval()
     sums: dict[str, float] = {}
     n = 0
-    for x, y in batches:
-        for k, v in loss_fn(x, y).items():
-            sums[k] = sums.get(k, 0.0) + _scalar(v) * x.shape[0]
-        n += x.shape[0]
-    if model is not None:
-        model.train(was_training)
+    try:
+        with torch.random.fork_rng(enabled=seed is not None):
+            if seed is not None:
+                torch.manual_seed(seed)
+            for x, y in batches:
+                for k, v in loss_fn(x, y).items():
+                    sums[k] = sums.get(k, 0.0) + _scalar(v) * x.shape[0]
+                n += x.shape[0]
+    finally:
+        if model is not None:
+            model.train(was_training)
     return {k: v / n for k, v in sums.items()}
 
 
@@ -183,7 +191,8 @@ def fit_or_load(name: str, model: torch.nn.Module, config: Mapping, run: Callabl
 
     ``config`` should hold everything that changes the trained weights (architecture, epochs,
     learning rate, data size, seed). The history is saved inside the checkpoint, so the figures
-    of a reused run are the figures of the run that trained it.
+    of a reused run are the figures of the run that trained it. Either way the model comes back
+    in eval mode (batch norm uses its running statistics), as a loaded checkpoint does.
     """
     from . import checkpoints  # local import: checkpoints does not need the training loop
 
@@ -194,6 +203,7 @@ def fit_or_load(name: str, model: torch.nn.Module, config: Mapping, run: Callabl
               f"{history.summary()}")
         return loaded, history
     history = run()
+    model.eval()
     if history.interrupted:
         print(f"{name}: interrupted, so not checkpointed; the model is usable in this session.")
         return model, history

@@ -55,7 +55,9 @@ class VectorQuantizer(nn.Module):
         z_q = self.codebook(idx).view(b, h, w, d).permute(0, 3, 1, 2)
         losses = {"codebook": F.mse_loss(z_q, z_e.detach()),     # ||sg[z_e] - e||^2: moves codes
                   "commitment": F.mse_loss(z_e, z_q.detach())}   # ||z_e - sg[e]||^2: moves encoder
-        z_q_st = z_e + (z_q - z_e).detach()  # forward: z_q; backward: dL/dz_e := dL/dz_q
+        # Straight-through: the value is exactly z_q (z_e - sg[z_e] is exactly 0), the gradient
+        # w.r.t. z_e is the identity. Often written z_e + sg[z_q - z_e], equal up to rounding.
+        z_q_st = z_q.detach() + (z_e - z_e.detach())
         return z_q_st, idx.view(b, h, w), losses
 
     def lookup(self, idx: torch.Tensor) -> torch.Tensor:
@@ -139,15 +141,16 @@ class VQVAE(nn.Module):
         return counts
 
 
-def dead_code_callback(model: VQVAE, x_probe: torch.Tensor, reinit: bool):
+def dead_code_callback(model: VQVAE, x_probe: torch.Tensor, reinit: bool, last_epoch: int):
     """Per-epoch callback: record codes used / dead on ``x_probe``; optionally re-initialise the
-    dead ones from encoder outputs of that same probe batch."""
+    dead ones from encoder outputs of that same probe batch. Nothing is reset after
+    ``last_epoch``, so a finished model never holds codes that were moved but not trained."""
 
     def on_epoch(epoch: int, history) -> dict[str, float]:
         usage = model.code_usage(x_probe)
         dead = int((usage == 0).sum())
         reset = 0
-        if reinit and dead:
+        if reinit and dead and epoch < last_epoch:
             with torch.no_grad():
                 model.eval()
                 reset = model.quantizer.reinit_dead_codes(usage, model.encode(x_probe[:2000]))

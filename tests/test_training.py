@@ -106,3 +106,34 @@ def test_fit_or_load_reuses_only_a_matching_checkpoint(tmp_path, monkeypatch):
     training.fit_or_load("toy", m3, dict(cfg, epochs=2), fit(m3), reuse=False)  # reuse off
     assert len(trained) == 3
     assert checkpoints.checkpoint_path("toy").parent == tmp_path.resolve() / "checkpoints" / "smoke"
+
+
+def test_evaluate_is_seeded_and_leaves_the_callers_random_state_alone():
+    d = toy_data(64)
+    noisy = lambda x, y: {"v": x.mean() + torch.randn(())}  # noqa: E731
+    torch.manual_seed(11)
+    state = torch.get_rng_state()
+    a = training.evaluate(noisy, d.batches(32, shuffle=False))
+    assert torch.equal(torch.get_rng_state(), state)
+    assert training.evaluate(noisy, d.batches(32, shuffle=False)) == a
+    assert training.evaluate(noisy, d.batches(32, shuffle=False), seed=1) != a
+
+
+def test_evaluate_restores_train_mode_even_when_the_loss_fails():
+    model = torch.nn.BatchNorm1d(3)
+
+    def broken(x, y):
+        assert not model.training
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        training.evaluate(broken, toy_data(8).batches(8), model)
+    assert model.training
+
+
+def test_fit_or_load_returns_eval_mode_like_a_loaded_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setenv("DGM_DATA_DIR", str(tmp_path))
+    m = vae.MLPVAE(latent_dim=2, hidden=8)
+    opt = torch.optim.Adam(m.parameters(), 1e-3)
+    trained, _ = training.fit_or_load("m", m, {}, lambda: training.train(vae.train_step(m, opt), toy_data().batches(32), 1), reuse=False)
+    assert not trained.training

@@ -21,10 +21,10 @@ def test_output_is_exactly_a_codebook_row_and_the_nearest_one(quantizer):
     z_q, idx, _ = quantizer(z_e)
     assert idx.shape == (3, 5, 5) and z_q.shape == z_e.shape
     flat_q = z_q.permute(0, 2, 3, 1).reshape(-1, 4)
-    assert torch.allclose(flat_q, quantizer.codebook.weight[idx.flatten()], atol=1e-6)
+    assert torch.equal(flat_q, quantizer.codebook.weight[idx.flatten()])  # exactly, not just close
     brute = torch.cdist(z_e.permute(0, 2, 3, 1).reshape(-1, 4), quantizer.codebook.weight).argmin(1)
     assert torch.equal(idx.flatten(), brute)
-    assert torch.allclose(quantizer.lookup(idx), z_q, atol=1e-6)
+    assert torch.equal(quantizer.lookup(idx), z_q)
 
 
 def test_straight_through_gradient_passes_dL_dzq_to_ze(quantizer):
@@ -146,3 +146,19 @@ def test_unbounded_vae_needs_gaussian_likelihood():
     m = vae.MLPVAE(latent_dim=2, hidden=4, likelihood="gaussian", sigma2=1.0, image_shape=(5,), bounded=False)
     assert m.decode(torch.randn(3, 2)).shape == (3, 5)
     assert math.isfinite(m.loss(torch.randn(4, 5) * 10)["loss"].item())
+
+
+def test_dead_code_callback_counts_and_resets_only_before_the_last_epoch():
+    torch.manual_seed(6)
+    model = vqvae.VQVAE(num_codes=32, code_dim=4, channels=4)
+    x = torch.rand(10, 1, 28, 28)
+    cb = vqvae.dead_code_callback(model, x, reinit=True, last_epoch=2)
+    before = model.quantizer.codebook.weight.detach().clone()
+    first = cb(1, None)
+    assert first["dead_codes"] > 0 and first["reset"] == first["dead_codes"]
+    assert first["codes_used"] + first["dead_codes"] == 32 and model.training
+    after_first = model.quantizer.codebook.weight.detach().clone()
+    assert not torch.equal(before, after_first)
+    last = cb(2, None)
+    assert last["reset"] == 0 and torch.equal(model.quantizer.codebook.weight, after_first)
+    assert vqvae.dead_code_callback(model, x, reinit=False, last_epoch=5)(1, None)["reset"] == 0
