@@ -1,0 +1,163 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from common import checkpoints, gan
+
+
+class LinearCritic(nn.Module):
+    """D(x) = w . x: its gradient is w everywhere, so the penalty is exactly lam * (||w|| - 1)^2."""
+
+    def __init__(self, d=12):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(d))
+        self.seen = []
+
+    def forward(self, x, labels=None):
+        self.seen.append(x.detach().clone())
+        return x.flatten(1) @ self.w
+
+
+def test_gradient_penalty_of_a_linear_critic_is_exact_and_flows_into_the_weights():
+    torch.manual_seed(0)
+    critic = LinearCritic()
+    real, fake = torch.randn(8, 3, 2, 2), torch.randn(8, 3, 2, 2)
+    penalty, norm = gan.gradient_penalty(critic, real, fake, lam=10.0)
+    w_norm = critic.w.norm().item()
+    assert penalty.item() == pytest.approx(10 * (w_norm - 1) ** 2, rel=1e-5)
+    assert norm.item() == pytest.approx(w_norm, rel=1e-5)
+    penalty.backward()
+    expected = 2 * 10 * (w_norm - 1) * critic.w.detach() / w_norm
+    assert torch.allclose(critic.w.grad, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_alpha_is_one_uniform_value_per_sample():
+    torch.manual_seed(1)
+    critic = LinearCritic(d=48)
+    real, fake = torch.randn(256, 3, 4, 4), torch.randn(256, 3, 4, 4)
+    gan.gradient_penalty(critic, real, fake)
+    x_hat, diff = critic.seen[-1].flatten(1), (real - fake).flatten(1)
+    a = ((x_hat - fake.flatten(1)) * diff).sum(1) / diff.pow(2).sum(1)  # least-squares alpha per sample
+    residual = x_hat - (fake.flatten(1) + a[:, None] * diff)
+    assert residual.abs().max() < 1e-5  # one alpha explains every pixel of a sample
+    assert a.min() >= 0 and a.max() <= 1 and a.std() > 0.2  # spread like U[0, 1] (std 0.29)
+
+
+def test_losses_against_closed_forms():
+    d = torch.tensor([0.1, 0.5, 0.9])
+    logits = torch.log(d / (1 - d))
+    assert torch.allclose(gan.g_loss_minimax(logits), torch.log(1 - d).mean(), atol=1e-6)
+    assert torch.allclose(gan.g_loss_nonsaturating(logits), -torch.log(d).mean(), atol=1e-6)
+    real = torch.log(torch.tensor([0.8]) / 0.2)
+    assert gan.d_loss_bce(real, logits[:1]).item() == pytest.approx(-math.log(0.8) - math.log(0.9), rel=1e-5)
+    # where D wins (D(G(z)) small) the minimax loss has a vanishing gradient, the non-saturating one does not
+    l = torch.tensor([-6.0], requires_grad=True)
+    (g_mm,) = torch.autograd.grad(gan.g_loss_minimax(l), l)
+    (g_ns,) = torch.autograd.grad(gan.g_loss_nonsaturating(l), l)
+    assert abs(g_mm.item()) < 0.01 and abs(g_ns.item()) > 0.99
+
+
+@pytest.mark.parametrize("conditional", [False, True])
+def test_shapes_and_labels(conditional):
+    torch.manual_seed(2)
+    if conditional:
+        G, D = gan.ConditionalGenerator(z_dim=8, channels=16), gan.ConditionalDiscriminator(channels=8)
+        labels = torch.arange(10)
+    else:
+        G, D = gan.DCGANGenerator(z_dim=8, channels=16), gan.DCGANDiscriminator(channels=8)
+        labels = None
+    z = torch.randn(10, 8)
+    x = G(z, labels)
+    assert x.shape == (10, 1, 28, 28) and x.min() >= -1 and x.max() <= 1
+    assert D(x, labels).shape == (10,)
+    s = G.sample(10, labels)
+    assert s.shape == (10, 1, 28, 28) and 0 <= s.min() and s.max() <= 1
+    if conditional:
+        G.eval()
+        same_z = z[:1].expand(10, -1)
+        out = G(same_z, torch.arange(10))
+        assert all(not torch.allclose(out[i], out[j]) for i in range(10) for j in range(i))  # every label matters
+        scores = D(out.detach(), torch.arange(10))
+        assert not torch.allclose(D(out.detach(), torch.zeros(10, dtype=torch.long)), scores)
+        with pytest.raises(ValueError, match="conditional"):
+            G.sample(3)
+        with pytest.raises(ValueError, match=r"labels must be in \[0, 9\]"):
+            G.sample(2, labels=[0, 10])
+    else:
+        with pytest.raises(ValueError, match="unconditional"):
+            G.sample(2, labels=[0, 1])
+
+
+def test_upsample_conv_doubles_size_without_a_checkerboard():
+    block = gan.upsample_conv(4, 2, norm=False)
+    nn.init.constant_(block[1].weight, 1.0)
+    nn.init.zeros_(block[1].bias)
+    out = block(torch.ones(1, 4, 7, 7))
+    assert out.shape == (1, 2, 14, 14)
+    assert torch.allclose(out[0, 0, 1:-1, 1:-1], torch.full((12, 12), 36.0))  # uniform inside
+    convt = nn.ConvTranspose2d(4, 2, 3, 2, 1, output_padding=1, bias=False)
+    nn.init.constant_(convt.weight, 1.0)
+    inner = convt(torch.ones(1, 4, 7, 7))[0, 0, 1:-1, 1:-1]
+    assert inner.max() / inner.min() == 4  # uneven overlap: the checkerboard
+
+
+def test_dcgan_initialisation_statistics():
+    torch.manual_seed(3)
+    G, D = gan.DCGANGenerator(channels=64), gan.DCGANDiscriminator(channels=64)
+    w = torch.cat([m.weight.flatten() for m in list(G.modules()) + list(D.modules())
+                   if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))])
+    assert abs(w.mean().item()) < 1e-3 and w.std().item() == pytest.approx(0.02, rel=0.02)
+    bn = torch.cat([m.weight for m in G.modules() if isinstance(m, nn.BatchNorm2d)])
+    assert bn.mean().item() == pytest.approx(1.0, abs=0.01) and bn.std().item() == pytest.approx(0.02, rel=0.2)
+
+
+@pytest.mark.parametrize("kind", ["dcgan", "cdcgan", "wgan-gp"])
+def test_one_step_reduces_each_models_own_loss_on_a_fixed_batch(kind):
+    torch.manual_seed(4)
+    x, y = torch.rand(32, 1, 28, 28), torch.arange(32) % 10
+    if kind == "dcgan":
+        G, D, cond, loss = gan.DCGANGenerator(z_dim=8, channels=16), gan.DCGANDiscriminator(channels=8), False, "bce"
+    else:
+        G, cond = gan.ConditionalGenerator(z_dim=8, channels=16), True
+        D = gan.ConditionalDiscriminator(channels=8, batch_norm=(kind == "cdcgan"))
+        loss = "bce" if kind == "cdcgan" else "wgan-gp"
+    opt_D = torch.optim.Adam(D.parameters(), 1e-3)
+    opt_G = torch.optim.Adam(G.parameters(), 1e-3)
+    step = gan.gan_step(G, D, opt_G, opt_D, loss=loss, n_critic=2, conditional=cond)
+    torch.manual_seed(5)
+    first = step(x, y)  # D loss before its update; no G update (n_critic=2)
+    assert "loss_G" not in first and first["grad_norm_D_first"] > 0
+    torch.manual_seed(5)
+    second = step(x, y)  # same z (and alpha): D loss after one update, then a G update
+    assert second["loss_D"] < first["loss_D"]
+    assert "loss_G" in second
+    if loss == "wgan-gp":
+        assert second["gp"] >= 0 and second["grad_norm_xhat"] > 0
+    # the generator's own loss on fixed z falls after one G update (D fixed)
+    z, labels = torch.randn(32, 8), (y if cond else None)
+    g_loss = lambda: (gan.g_loss_nonsaturating(D(G(z, labels), labels)) if loss == "bce"  # noqa: E731
+                      else -D(G(z, labels), labels).mean())
+    before = g_loss()
+    opt_G.zero_grad()
+    before.backward()
+    opt_G.step()
+    assert g_loss() < before
+
+
+def test_bad_loss_name():
+    with pytest.raises(ValueError, match="'bce' or 'wgan-gp'"):
+        gan.gan_step(None, None, None, None, loss="hinge")
+
+
+def test_generators_round_trip_through_checkpoints(tmp_path, monkeypatch):
+    monkeypatch.setenv("DGM_DATA_DIR", str(tmp_path))
+    for G, labels in [(gan.DCGANGenerator(z_dim=8, channels=16), None),
+                      (gan.ConditionalGenerator(z_dim=8, channels=16), torch.arange(6) % 10)]:
+        torch.manual_seed(6)
+        expected = G.sample(6, labels)
+        checkpoints.save_checkpoint(G, "g")
+        loaded, _ = checkpoints.load_checkpoint("g")
+        torch.manual_seed(6)
+        assert torch.allclose(loaded.sample(6, labels), expected, atol=1e-6)
