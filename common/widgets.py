@@ -71,3 +71,33 @@ def interpolation(decode: Callable[[torch.Tensor], torch.Tensor], z0: torch.Tens
     slider.observe(show, names="value")
     show()
     return W.VBox([slider, view, caption]), fig, images
+
+
+def class_picker(sample: Callable[[int, int], torch.Tensor], classes: list[str] | tuple[str, ...],
+                 n_seeds: int = 20):
+    """Pick a class and a noise seed; see the conditional generator's samples for them.
+
+    ``sample(label, seed)`` returns a few images (k, C, H, W) in [0, 1]. Returns the widget; the
+    static fallback of a conditional model is its per-class grid (``plots.image_grid`` of a batch
+    with one row per class), drawn by the notebook.
+    """
+    import ipywidgets as W
+
+    dropdown = W.Dropdown(options=[(name, i) for i, name in enumerate(classes)], value=0, description="class")
+    seed = W.IntSlider(min=0, max=n_seeds - 1, value=0, description="noise seed")
+    view = W.Image(format="png", width=480)
+
+    def show(change=None):
+        with torch.no_grad():
+            images = sample(dropdown.value, seed.value).cpu()
+        fig, ax = plt.subplots(figsize=(0.7 * len(images), 0.9))
+        plots.image_grid(images, nrow=len(images), ax=ax)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", bbox_inches="tight")
+        plt.close(fig)
+        view.value = buf.getvalue()
+
+    dropdown.observe(show, names="value")
+    seed.observe(show, names="value")
+    show()
+    return W.VBox([W.HBox([dropdown, seed]), view])

@@ -48,3 +48,19 @@ def test_plot_helpers_return_figures():
         plots.snapshot_rows(training.History())
     with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
         plots.image_grid(torch.rand(28, 28))
+
+
+def test_class_picker_redraws_on_class_and_seed():
+    calls = []
+
+    def sample(label, seed):
+        calls.append((label, seed))
+        return torch.full((4, 1, 8, 8), (label + 1) / 10)
+
+    widget = widgets.class_picker(sample, ["a", "b", "c"], n_seeds=5)
+    (dropdown, seed), view = widget.children[0].children, widget.children[1]
+    first = view.value
+    dropdown.value = 2
+    seed.value = 3
+    assert calls == [(0, 0), (2, 0), (2, 3)] and view.value != first
+    assert [o[0] for o in dropdown.options] == ["a", "b", "c"] and seed.max == 4
