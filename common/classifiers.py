@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoints import register
-from .layers import mlp_trunk
+from .layers import eval_mode, mlp_trunk
 
 
 @register
@@ -40,8 +40,5 @@ class MLPClassifier(nn.Module):
     @torch.no_grad()
     def predict(self, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
         """Predicted class of each image, in eval mode, batched to bound memory."""
-        was_training = self.training
-        self.eval()
-        out = torch.cat([self(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
-        self.train(was_training)
-        return out
+        with eval_mode(self):
+            return torch.cat([self(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])

@@ -6,8 +6,26 @@ images in [0, 1] shaped (n, C, H, W) on the model's device.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import torch
 from torch import nn
+
+
+@contextmanager
+def eval_mode(model: nn.Module | None) -> Iterator[None]:
+    """Run a block with ``model`` in eval mode (batch norm uses running statistics), then put it
+    back in the mode it was in, even if the block raises. ``None`` does nothing."""
+    if model is None:
+        yield
+        return
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 class GenerativeModel(nn.Module):
@@ -43,12 +61,8 @@ class GenerativeModel(nn.Module):
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         labels = self._check_labels(n, labels)
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             return self._sample(n, labels).clamp(0, 1)
-        finally:
-            self.train(was_training)
 
     def _sample(self, n: int, labels: torch.Tensor | None) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError

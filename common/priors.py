@@ -25,8 +25,20 @@ from .vae import MLPVAE
 from .vqvae import VQVAE
 
 
+class _VQVAEPriorSampler(GenerativeModel):
+    """A prior over a VQ-VAE's continuous latents (``sample_latent``) + its quantizer and decoder."""
+
+    vqvae: VQVAE
+
+    def sample_latent(self, n: int) -> torch.Tensor:  # pragma: no cover - subclasses implement
+        raise NotImplementedError
+
+    def _sample(self, n: int, labels=None) -> torch.Tensor:
+        return self.vqvae.quantize_and_decode(self.sample_latent(n))
+
+
 @register
-class GMMPriorSampler(GenerativeModel):
+class GMMPriorSampler(_VQVAEPriorSampler):
     """z ~ GMM in PCA space -> back to z_e -> nearest codes -> VQ-VAE decoder."""
 
     def __init__(self, vqvae: dict, n_pca: int = 32, n_components: int = 16):
@@ -80,12 +92,9 @@ class GMMPriorSampler(GenerativeModel):
         y = self.mixture().sample((n,))
         return (y @ self.pca_components + self.pca_mean).view(n, *self.vqvae.latent_shape)
 
-    def _sample(self, n: int, labels=None) -> torch.Tensor:
-        return self.vqvae.quantize_and_decode(self.sample_latent(n))
-
 
 @register
-class VAEPriorSampler(GenerativeModel):
+class VAEPriorSampler(_VQVAEPriorSampler):
     """z ~ N(0, I) -> latent VAE's decoder -> un-standardize to z_e -> nearest codes -> decoder."""
 
     def __init__(self, vqvae: dict, vae: dict):
@@ -112,6 +121,3 @@ class VAEPriorSampler(GenerativeModel):
         z = torch.randn(n, self.vae.latent_dim, device=self.device)
         flat = self.vae.decode(z).flatten(1) * self.std + self.mean
         return flat.view(n, *self.vqvae.latent_shape)
-
-    def _sample(self, n: int, labels=None) -> torch.Tensor:
-        return self.vqvae.quantize_and_decode(self.sample_latent(n))

@@ -19,6 +19,8 @@ from typing import Callable, Iterable, Mapping
 import torch
 from tqdm.auto import tqdm
 
+from .layers import eval_mode
+
 Step = Callable[[torch.Tensor, torch.Tensor], Mapping[str, "torch.Tensor | float"]]
 EpochCallback = Callable[[int, "History"], "Mapping[str, float] | None"]
 
@@ -164,22 +166,15 @@ def evaluate(loss_fn: Callable[[torch.Tensor, torch.Tensor], Mapping[str, torch.
     samples (a VAE's one-sample ELBO) is evaluated with random numbers seeded by ``seed``, so the
     same model always gets the same number, and the caller's random state is left untouched.
     """
-    was_training = model.training if model is not None else None
-    if model is not None:
-        model.eval()
     sums: dict[str, float] = {}
     n = 0
-    try:
-        with torch.random.fork_rng(enabled=seed is not None):
-            if seed is not None:
-                torch.manual_seed(seed)
-            for x, y in batches:
-                for k, v in loss_fn(x, y).items():
-                    sums[k] = sums.get(k, 0.0) + _scalar(v) * x.shape[0]
-                n += x.shape[0]
-    finally:
-        if model is not None:
-            model.train(was_training)
+    with eval_mode(model), torch.random.fork_rng(enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        for x, y in batches:
+            for k, v in loss_fn(x, y).items():
+                sums[k] = sums.get(k, 0.0) + _scalar(v) * x.shape[0]
+            n += x.shape[0]
     return {k: v / n for k, v in sums.items()}
 
 

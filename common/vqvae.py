@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoints import register
+from .layers import eval_mode
 
 
 def perplexity(indices: torch.Tensor, num_codes: int) -> torch.Tensor:
@@ -131,13 +132,11 @@ class VQVAE(nn.Module):
     @torch.no_grad()
     def code_usage(self, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
         """How often each code is picked over the images ``x`` (K,), in eval mode."""
-        was_training = self.training
-        self.eval()
         counts = torch.zeros(self.quantizer.num_codes, dtype=torch.long, device=x.device)
-        for i in range(0, len(x), batch_size):
-            idx = self.quantizer(self.encode(x[i:i + batch_size]))[1]
-            counts += torch.bincount(idx.flatten(), minlength=self.quantizer.num_codes)
-        self.train(was_training)
+        with eval_mode(self):
+            for i in range(0, len(x), batch_size):
+                idx = self.quantizer(self.encode(x[i:i + batch_size]))[1]
+                counts += torch.bincount(idx.flatten(), minlength=self.quantizer.num_codes)
         return counts
 
 
@@ -151,10 +150,8 @@ def dead_code_callback(model: VQVAE, x_probe: torch.Tensor, reinit: bool, last_e
         dead = int((usage == 0).sum())
         reset = 0
         if reinit and dead and epoch < last_epoch:
-            with torch.no_grad():
-                model.eval()
+            with torch.no_grad(), eval_mode(model):
                 reset = model.quantizer.reinit_dead_codes(usage, model.encode(x_probe[:2000]))
-                model.train()
         return {"dead_codes": dead, "codes_used": model.quantizer.num_codes - dead, "reset": reset}
 
     return on_epoch

@@ -26,10 +26,10 @@ def lerp(z0: torch.Tensor, z1: torch.Tensor, steps: int) -> torch.Tensor:
     return (1 - t) * z0 + t * z1
 
 
-def _png(image: torch.Tensor, size: float = 2.2) -> bytes:
-    """One (C, H, W) image in [0, 1] as PNG bytes, for an ipywidgets.Image."""
-    fig, ax = plt.subplots(figsize=(size, size))
-    plots.image_grid(image[None], nrow=1, ax=ax)
+def _png(images: torch.Tensor, size: float = 2.2) -> bytes:
+    """A row of (N, C, H, W) images in [0, 1] as PNG bytes, for an ipywidgets.Image."""
+    fig, ax = plt.subplots(figsize=(size * len(images), size))
+    plots.image_grid(images, nrow=len(images), ax=ax)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight")
     plt.close(fig)
@@ -57,7 +57,7 @@ def interpolation(decode: Callable[[torch.Tensor], torch.Tensor], z0: torch.Tens
         ax.set_title(f"t={i / (steps - 1):.1f}" + (f"\n{names[i]}" if names else ""), fontsize=7)
     fig.suptitle(title, fontsize=10, y=1.15 if names else 1.05)
 
-    cache = [_png(img) for img in images]
+    cache = [_png(img[None]) for img in images]
     slider = W.IntSlider(min=0, max=steps - 1, value=0, description="t step",
                          continuous_update=True)
     view = W.Image(value=cache[0], format="png", width=160)
@@ -89,13 +89,7 @@ def class_picker(sample: Callable[[int, int], torch.Tensor], classes: list[str] 
 
     def show(change=None):
         with torch.no_grad():
-            images = sample(dropdown.value, seed.value).cpu()
-        fig, ax = plt.subplots(figsize=(0.7 * len(images), 0.9))
-        plots.image_grid(images, nrow=len(images), ax=ax)
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", bbox_inches="tight")
-        plt.close(fig)
-        view.value = buf.getvalue()
+            view.value = _png(sample(dropdown.value, seed.value).cpu(), size=0.8)
 
     dropdown.observe(show, names="value")
     seed.observe(show, names="value")

@@ -137,3 +137,23 @@ def test_fit_or_load_returns_eval_mode_like_a_loaded_checkpoint(tmp_path, monkey
     opt = torch.optim.Adam(m.parameters(), 1e-3)
     trained, _ = training.fit_or_load("m", m, {}, lambda: training.train(vae.train_step(m, opt), toy_data().batches(32), 1), reuse=False)
     assert not trained.training
+
+
+def test_eval_mode_context_restores_the_previous_mode():
+    from common.layers import eval_mode
+
+    model = torch.nn.BatchNorm1d(2)
+    with eval_mode(model):
+        assert not model.training
+    assert model.training
+    model.eval()
+    with eval_mode(model):
+        pass
+    assert not model.training  # an eval model stays in eval
+    model.train()
+    with pytest.raises(KeyError):
+        with eval_mode(model):
+            raise KeyError
+    assert model.training
+    with eval_mode(None):
+        pass
