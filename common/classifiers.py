@@ -42,3 +42,25 @@ class MLPClassifier(nn.Module):
         """Predicted class of each image, in eval mode, batched to bound memory."""
         with eval_mode(self):
             return torch.cat([self(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
+
+
+def load_or_train_mlp(train, device: torch.device | str = "cpu", epochs: int = 5, seed: int = 0
+                      ) -> MLPClassifier:
+    """The MLP classifier notebook 01 saves as ``classifier_mlp``; if that checkpoint is missing,
+    the same recipe (784-400-10, Adam 1e-3, batch 128) is trained on ``train`` here. Eval mode.
+
+    Notebooks 03 and 04 use it to check which class generated samples look like.
+    """
+    from . import checkpoints, training  # local: training and checkpoints import this package's layers
+
+    try:
+        clf, _ = checkpoints.load_checkpoint("classifier_mlp", device)
+        print("classifier: loaded the one saved by notebook 01")
+        return clf
+    except checkpoints.CheckpointError:
+        print(f"classifier: notebook 01's checkpoint is missing, training the same one for {epochs} epochs")
+    torch.manual_seed(seed)
+    clf = MLPClassifier().to(device)
+    step = training.minimize(clf.loss, torch.optim.Adam(clf.parameters(), lr=1e-3))
+    training.train(step, train.batches(128, seed=seed), epochs, desc="classifier")
+    return clf.eval()

@@ -110,3 +110,19 @@ def test_classifier_trunk_fits_vae_trunk():
     x = torch.rand(4, 1, 28, 28)
     assert torch.equal(model.trunk(x), clf.trunk(x))
     assert clf(x).shape == (4, 10) and clf.predict(x).shape == (4,)
+
+
+def test_load_or_train_mlp_loads_notebook_01s_classifier_or_trains_one(tmp_path, monkeypatch, capsys):
+    from common import checkpoints
+    from common.classifiers import load_or_train_mlp
+    from common.data import ImageData
+
+    monkeypatch.setenv("DGM_DATA_DIR", str(tmp_path))
+    images = (torch.rand(64, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 255).byte()
+    train = ImageData(images, torch.arange(64) % 10, "toy", "train", tuple("0123456789"))
+    trained = load_or_train_mlp(train, epochs=1)
+    assert "missing, training" in capsys.readouterr().out and not trained.training
+    checkpoints.save_checkpoint(trained, "classifier_mlp")
+    loaded = load_or_train_mlp(train, epochs=1)
+    assert "loaded" in capsys.readouterr().out
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), trained.state_dict().values()))
