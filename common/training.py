@@ -55,7 +55,7 @@ class History:
         return len(self.images_per_s)
 
     def summary(self) -> str:
-        last = ", ".join(f"{k} {v[-1]:.4g}" for k, v in self.epochs.items() if v)
+        last = ", ".join(f"{k} {v[-1]:.4g}" for k, v in self.epochs.items() if v and not k.endswith("_epoch"))
         rate = self.images_seen / self.seconds if self.seconds else float("nan")
         state = " (interrupted)" if self.interrupted else ""
         return (f"{self.n_epochs} epochs, {self.images_seen:,} images in {self.seconds:.1f} s "
