@@ -130,7 +130,8 @@ def load_checkpoint(name: str | Path, device: torch.device | str = "cpu",
         raise CheckpointError(f"{path} holds a {payload['model_class']}, which no imported module "
                               f"registers (known: {', '.join(sorted(MODELS)) or 'none'}). Import the "
                               "module that defines it first.")
-    model = cls(**payload["model_kwargs"])
+    with torch.random.fork_rng(devices=[]):  # the random init is overwritten: leave the caller's
+        model = cls(**payload["model_kwargs"])  # random numbers (training noise, shuffles) untouched
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as err:

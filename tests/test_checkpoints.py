@@ -54,6 +54,15 @@ def test_load_rebuilds_same_model_and_checks_config(ckdir):
         checkpoints.load_checkpoint("clf", expect_config=Cfg(epochs=4))
 
 
+def test_loading_leaves_the_callers_random_numbers_alone(ckdir):
+    checkpoints.save_checkpoint(MLPClassifier(hidden=12), "clf", Cfg())
+    torch.manual_seed(3)
+    expected = torch.rand(4)
+    torch.manual_seed(3)
+    checkpoints.load_checkpoint("clf")  # builds a model (random init) before loading its weights
+    assert torch.equal(torch.rand(4), expected), "loading a checkpoint consumed global random numbers"
+
+
 def test_missing_corrupt_and_foreign_files(ckdir):
     with pytest.raises(checkpoints.CheckpointError, match="No checkpoint"):
         checkpoints.load_checkpoint("nothing")
