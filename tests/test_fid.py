@@ -267,3 +267,8 @@ def test_features_fid_with_fewer_vectors_than_dimensions_matches_the_covariance_
     assert fid.features_fid(x, x) == pytest.approx(0, abs=1e-8)
     with pytest.raises(ValueError, match="same d"):
         fid.features_fid(x, y[:, :50])
+
+
+def test_readme_leaderboard_is_the_one_notebook_05_printed():
+    assert "| model |" in fid.notebook_leaderboard()
+    assert not fid.sync_readme(write=False), "README.md is stale: run `python -m common.fid readme`"
