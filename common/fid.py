@@ -418,23 +418,24 @@ def _batches(source, n: int, batch_size: int, seed: int):
 
 def extract_features(source, n: int, extractor: "str | FeatureExtractor" = "domain", *,
                      device: torch.device | str | None = None, seed: int = 0,
-                     progress: bool = True) -> torch.Tensor:
+                     progress: bool = True, name: str | None = None) -> torch.Tensor:
     """(n, dim) float64 features on the CPU, for analyses that need the vectors themselves (the
     FID of subsets in notebook 05). :func:`compute_stats` keeps only running statistics."""
     out = []
-    _run(source, n, extractor, device, seed, progress, out.append)
+    _run(source, n, extractor, device, seed, progress, out.append, name)
     return torch.cat(out)
 
 
 def compute_stats(source, n: int, extractor: "str | FeatureExtractor" = "domain", *,
                   device: torch.device | str | None = None, seed: int = 0,
-                  progress: bool = True) -> FIDStats:
+                  progress: bool = True, name: str | None = None) -> FIDStats:
     """Mean and covariance of the features of ``n`` images from ``source`` (a generator, an image
-    tensor or a dataset), accumulated batch by batch."""
+    tensor or a dataset), accumulated batch by batch. ``name`` labels the source (default: its
+    class or dataset name)."""
     ext = get_extractor(extractor, _device(source, device))
     running = RunningStats(ext.dim)
-    _run(source, n, ext, device, seed, progress, running.update)
-    return FIDStats.from_running(running, ext.id, _describe(source))
+    _run(source, n, ext, device, seed, progress, running.update, name)
+    return FIDStats.from_running(running, ext.id, name or _describe(source))
 
 
 def _device(source, device) -> torch.device:
@@ -447,12 +448,12 @@ def _device(source, device) -> torch.device:
     return runtime.get_device()
 
 
-def _run(source, n, extractor, device, seed, progress, sink: Callable) -> None:
+def _run(source, n, extractor, device, seed, progress, sink: Callable, name: str | None = None) -> None:
     ext = get_extractor(extractor, _device(source, device))
     if n < 2:
         raise ValueError(f"FID needs N >= 2 images per set, got {n}")
     bar = tqdm(total=n, unit="img", disable=not progress,
-               desc=f"{ext.name} features of {_describe(source)}, N={n:,}")
+               desc=f"{ext.name} features of {name or _describe(source)}, N={n:,}")
     cuda = [source.device] if isinstance(source, GenerativeModel) and source.device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda), torch.no_grad():
         torch.manual_seed(seed)  # a generator's samples depend only on the seed
@@ -572,7 +573,8 @@ class FIDResult:
 
 def fid(source, reference: "str | FIDStats" = "fashion_mnist:test", n: int = 10_000,
         extractor: "str | FeatureExtractor" = "domain", *, seed: int = 0,
-        device: torch.device | str | None = None, progress: bool = True) -> FIDResult:
+        device: torch.device | str | None = None, progress: bool = True,
+        name: str | None = None) -> FIDResult:
     """The FID between ``n`` images of ``source`` and ``reference``.
 
     - ``source``: a generator with ``sample(n)`` (class-balanced labels if conditional; samples
@@ -581,6 +583,7 @@ def fid(source, reference: "str | FIDStats" = "fashion_mnist:test", n: int = 10_
       FIDStats computed with the same extractor.
     - ``extractor``: ``"domain"`` (fast, 128-d, Fashion-MNIST only) or ``"inception"`` (the
       standard FID network, 2048-d, about 7 images/s on a 2-core CPU).
+    - ``name``: how the result and progress bar call the source (default: its class name).
     """
     start = time.perf_counter()
     device = _device(source, device)
@@ -591,7 +594,7 @@ def fid(source, reference: "str | FIDStats" = "fashion_mnist:test", n: int = 10_
     else:
         ref = reference
     stats = source if isinstance(source, FIDStats) else compute_stats(
-        source, n, ext, device=device, seed=seed, progress=progress)
+        source, n, ext, device=device, seed=seed, progress=progress, name=name)
     for s in (stats, ref):
         if s.extractor_id and s.extractor_id != ext.id:
             raise ValueError(f"statistics of {s.source or 'a set'} come from extractor {s.extractor_id}, "

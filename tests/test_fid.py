@@ -147,6 +147,7 @@ def test_fid_of_a_set_against_itself_is_zero_and_the_result_states_n_and_extract
     result = fid.fid(test[:][0], ref, n=300, extractor=ext, progress=False)
     assert float(result) == pytest.approx(0, abs=1e-8)
     assert "counting features" in str(result) and "N = 300" in str(result)
+    assert "300 test images vs" in str(fid.fid(test, ref, n=300, extractor=ext, progress=False, name="test images"))
     with pytest.raises(ValueError, match="only 300"):
         fid.fid(test, ref, n=301, extractor=ext, progress=False)
     with pytest.raises(ValueError, match="not comparable"):
