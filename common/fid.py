@@ -84,6 +84,11 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
 # --------------------------------------------------------------------------- statistics
 
 
+def _as_float64(x) -> np.ndarray:
+    """A tensor (any device) or array as a float64 NumPy array on the CPU."""
+    return x.detach().to("cpu", torch.float64).numpy() if torch.is_tensor(x) else np.asarray(x, dtype=np.float64)
+
+
 class RunningStats:
     """Mean and covariance of feature vectors seen batch by batch, in float64.
 
@@ -98,8 +103,7 @@ class RunningStats:
         self.scatter = np.zeros((dim, dim))  # sum of (x - mean)(x - mean)^T
 
     def update(self, features: torch.Tensor | np.ndarray) -> "RunningStats":
-        x = (features.detach().to("cpu", torch.float64).numpy() if torch.is_tensor(features)
-             else np.asarray(features, dtype=np.float64))
+        x = _as_float64(features)
         if x.ndim != 2 or x.shape[1] != len(self.mean):
             raise ValueError(f"expected features of shape (B, {len(self.mean)}), got {x.shape}")
         nb = len(x)
@@ -134,8 +138,7 @@ class FIDStats:
 
     @classmethod
     def from_features(cls, features, extractor_id: str = "", source: str = "") -> "FIDStats":
-        x = (features.detach().to("cpu", torch.float64).numpy() if torch.is_tensor(features)
-             else np.asarray(features, dtype=np.float64))
+        x = _as_float64(features)
         return cls(x.mean(0), np.cov(x, rowvar=False), len(x), extractor_id, source)
 
     @classmethod
@@ -495,10 +498,6 @@ def reference_stats(dataset: str = "fashion_mnist", split: str = "test", n: int 
 
 
 # --------------------------------------------------------------------------- FID of feature sets
-
-
-def _as_float64(x) -> np.ndarray:
-    return x.detach().cpu().double().numpy() if torch.is_tensor(x) else np.asarray(x, dtype=np.float64)
 
 
 def features_fid(x, y) -> float:
