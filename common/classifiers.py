@@ -77,8 +77,8 @@ class ConvClassifier(nn.Module):
     One 3x3 conv block (conv, batch norm, ReLU) at each of 28x28, 14x14 and 7x7 (widths w, 2w, 4w,
     max pooling between), then global average pooling to a ``4w``-dimensional vector,
     :meth:`features`, and one linear layer to the classes. Kept small so that features of 10,000
-    images take seconds on a CPU. Like Inception-v3's 2048-d pool features, the FID features are the average
-    over positions of the last ReLU maps, just before the classifier layer.
+    images take seconds on a CPU. Like Inception-v3's 2048-d pool features, the FID features are
+    the average over positions of the last ReLU maps, just before the classifier layer.
     """
 
     def __init__(self, width: int = 32, n_classes: int = 10, in_channels: int = 1):

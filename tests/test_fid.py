@@ -273,3 +273,9 @@ def test_features_fid_with_fewer_vectors_than_dimensions_matches_the_covariance_
 def test_readme_leaderboard_is_the_one_notebook_05_printed():
     assert "| model |" in fid.notebook_leaderboard()
     assert not fid.sync_readme(write=False), "README.md is stale: run `python -m common.fid readme`"
+
+
+def test_the_inception_wheel_is_pinned_once():
+    from common import runtime
+
+    assert fid.INCEPTION_PACKAGE in (runtime.REPO_ROOT / "requirements-nodeps.txt").read_text()
