@@ -1,9 +1,11 @@
 """pytest configuration shared by the unit tests and the notebook runs (nbval).
 
-Every notebook that pytest executes runs in smoke mode (tiny data, few steps) unless the caller
-set DGM_SMOKE explicitly, e.g. `DGM_SMOKE=0 pytest --nbval-lax notebooks/` runs the full course.
+Every notebook that pytest executes runs in the ``smoke`` profile (tiny data, few steps) unless
+the caller chose a profile, e.g. ``DGM_PROFILE=cpu pytest --nbval-lax notebooks/`` runs the
+course at laptop scale and ``DGM_PROFILE=gpu ...`` at full scale (``DGM_SMOKE=0`` still works too).
 """
 import os
 
-os.environ.setdefault("DGM_SMOKE", "1")
+if "DGM_PROFILE" not in os.environ and "DGM_SMOKE" not in os.environ:
+    os.environ["DGM_PROFILE"] = "smoke"
 os.environ.setdefault("MPLBACKEND", "Agg")

@@ -1,44 +1,69 @@
-"""Where the course runs: the smoke switch, the device, seeds and paths.
+"""Where the course runs: the run profile, the dataset override, the device, seeds and paths.
 
-Every notebook calls :func:`setup` in its first code cell, which prints what it chose.
+Every notebook calls :func:`setup` in its first code cell, which prints what it chose, and
+:func:`configure` in its config cell, which applies the profile to the notebook's config.
 
-The smoke switch
-----------------
-``DGM_SMOKE=1`` runs every notebook in *smoke* mode: a tiny subset of the data and a few steps,
-so the whole course executes in minutes on a laptop CPU. Smoke mode only shrinks sizes and
-counts; every cell and every figure still runs. It is also on whenever ``CI`` is set (as CI
-services set it), so ``CI=true pytest --nbval-lax notebooks/`` is quick. ``DGM_SMOKE=0`` forces
-the normal mode even under CI.
+Profiles: one switch, ``DGM_PROFILE``
+-------------------------------------
+- ``smoke``: a tiny subset and a few steps, every cell and figure still runs (seconds on a
+  2-core CPU). What CI and ``pytest --nbval-lax`` run.
+- ``cpu``: what a learner runs on a laptop; each notebook at most 15 minutes on 2 cores.
+- ``gpu``: the published-scale budget (converged GANs, Inception FID at N = 10,000, 64x64
+  datasets at full size) for one datacenter GPU.
 
-Paths
------
-Datasets and checkpoints live under ``data/`` at the repository root; ``DGM_DATA_DIR`` moves
-them. Smoke-mode checkpoints go to ``data/checkpoints/smoke/`` so that a quick test run never
-overwrites the models a learner trained in normal mode.
+Default: ``smoke`` when ``CI`` is set (and under pytest, see ``conftest.py``), else ``gpu`` when
+CUDA is available, else ``cpu``. ``DGM_SMOKE=1`` is an alias of ``DGM_PROFILE=smoke``
+(``DGM_SMOKE=0``: not smoke, even under CI). A profile only changes sizes and counts.
+
+``DGM_DATASET=name`` runs a notebook on another dataset without editing it (see
+:func:`common.data.load_dataset` for the names).
+
+Paths: datasets and checkpoints live under ``data/`` at the repository root; ``DGM_DATA_DIR``
+moves them. Checkpoints go to ``data/checkpoints/<profile>/``, so a smoke run never overwrites
+the models of a real run.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
 import torch
 
-SMOKE_VAR = "DGM_SMOKE"
-DATA_VAR = "DGM_DATA_DIR"
+PROFILE_VAR, SMOKE_VAR, DATASET_VAR, DATA_VAR = "DGM_PROFILE", "DGM_SMOKE", "DGM_DATASET", "DGM_DATA_DIR"
+PROFILES = ("smoke", "cpu", "gpu")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 _FALSE = {"", "0", "false", "no", "off"}
 
 
-def smoke_mode() -> bool:
-    """True if ``DGM_SMOKE`` says so, else if ``CI`` is set to anything but a false value."""
-    explicit = os.environ.get(SMOKE_VAR)
-    if explicit is not None:
-        return explicit.strip().lower() not in _FALSE
-    return os.environ.get("CI", "").strip().lower() not in _FALSE
+def _truthy(value: str) -> bool:
+    return value.strip().lower() not in _FALSE
+
+
+def profile() -> str:
+    """The run profile: ``DGM_PROFILE``, else the ``DGM_SMOKE`` alias, else ``smoke`` under CI,
+    else ``gpu`` with CUDA, else ``cpu``."""
+    explicit = os.environ.get(PROFILE_VAR, "").strip().lower()
+    if explicit:
+        if explicit not in PROFILES:
+            raise ValueError(f"{PROFILE_VAR}={explicit!r} is not a profile; use one of {', '.join(PROFILES)}")
+        return explicit
+    smoke = os.environ.get(SMOKE_VAR)
+    if smoke is not None and _truthy(smoke):
+        return "smoke"
+    if smoke is None and _truthy(os.environ.get("CI", "")):
+        return "smoke"
+    return "gpu" if torch.cuda.is_available() else "cpu"
+
+
+def dataset_override() -> str | None:
+    """``DGM_DATASET`` if set (a teacher running a notebook on another dataset), else None."""
+    return os.environ.get(DATASET_VAR, "").strip() or None
 
 
 def data_dir() -> Path:
@@ -46,17 +71,19 @@ def data_dir() -> Path:
     return Path(os.environ.get(DATA_VAR) or REPO_ROOT / "data").expanduser().resolve()
 
 
-def checkpoint_dir(smoke: bool | None = None) -> Path:
-    """Where trained models are saved; smoke runs get their own sub-folder."""
-    smoke = smoke_mode() if smoke is None else smoke
-    root = data_dir() / "checkpoints"
-    return root / "smoke" if smoke else root
+def checkpoint_dir(profile_name: str | None = None) -> Path:
+    """Where trained models are saved: one sub-folder per profile."""
+    return data_dir() / "checkpoints" / (profile_name or profile())
 
 
 def get_device(prefer: str | None = None) -> torch.device:
     """CUDA if available, then Apple's MPS, then the CPU; ``prefer`` (e.g. "cpu") overrides."""
     if prefer:
-        return torch.device(prefer)
+        device = torch.device(prefer)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"device {prefer!r} was asked for, but this PyTorch sees no CUDA GPU; "
+                               "use get_device() to pick what is there")
+        return device
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
@@ -75,24 +102,67 @@ def seed_everything(seed: int) -> None:
 class Runtime:
     """What :func:`setup` chose; notebooks keep it as ``rt``."""
 
-    smoke: bool
+    profile: str
     device: torch.device
     seed: int
     data_dir: Path
     checkpoint_dir: Path
+    dataset: str | None = None  # the DGM_DATASET override, if any
+
+    @property
+    def smoke(self) -> bool:
+        return self.profile == "smoke"
 
     def __str__(self) -> str:
-        mode = "SMOKE (tiny subset, few steps)" if self.smoke else "normal"
-        return (f"mode: {mode} | device: {self.device} | seed: {self.seed} | "
-                f"torch {torch.__version__} | threads: {torch.get_num_threads()}\n"
+        override = f" | dataset override: {self.dataset}" if self.dataset else ""
+        return (f"profile: {self.profile} | device: {self.device} | seed: {self.seed} | "
+                f"torch {torch.__version__} | threads: {torch.get_num_threads()}{override}\n"
                 f"data: {self.data_dir}\ncheckpoints: {self.checkpoint_dir}")
 
 
 def setup(seed: int = 0, device: str | None = None, verbose: bool = True) -> Runtime:
-    """Choose the device, seed everything and report the mode, once per notebook."""
-    rt = Runtime(smoke=smoke_mode(), device=get_device(device), seed=seed,
-                 data_dir=data_dir(), checkpoint_dir=checkpoint_dir())
+    """Choose the profile and device, seed everything and report, once per notebook."""
+    name = profile()
+    rt = Runtime(profile=name, device=get_device(device), seed=seed, data_dir=data_dir(),
+                 checkpoint_dir=checkpoint_dir(name), dataset=dataset_override())
     seed_everything(seed)
     if verbose:
         print(rt)
     return rt
+
+
+def configure(config_cls: type, profiles: Mapping[str, Mapping[str, Any]], rt: Runtime,
+              show: bool = True):
+    """The notebook's config for ``rt``'s profile: ``config_cls()`` with ``profiles[rt.profile]``'s
+    values applied, then the ``DGM_DATASET`` override. With ``show``, print every field that a
+    profile changes, the profiles side by side, so a learner sees what each one trains."""
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    for name, values in profiles.items():
+        if name not in PROFILES:
+            raise ValueError(f"unknown profile {name!r} in the config; use {', '.join(PROFILES)}")
+        unknown = set(values) - fields
+        if unknown:
+            raise ValueError(f"profile {name!r} sets {sorted(unknown)}, which {config_cls.__name__} does not have")
+    cfg = dataclasses.replace(config_cls(), **profiles.get(rt.profile, {}))
+    if rt.dataset and "dataset" in fields:
+        cfg = dataclasses.replace(cfg, dataset=rt.dataset)
+    if show:
+        print(profile_table(config_cls, profiles, rt.profile))
+        if rt.dataset:
+            print(f"dataset: {cfg.dataset} (from {DATASET_VAR})")
+    return cfg
+
+
+def profile_table(config_cls: type, profiles: Mapping[str, Mapping[str, Any]], active: str) -> str:
+    """The fields that some profile changes, one row each, a column per profile; the active one
+    is marked with *. Fields no profile changes are left out (they are the same everywhere)."""
+    base = config_cls()
+    changed = [f.name for f in dataclasses.fields(config_cls)
+               if any(f.name in values for values in profiles.values())]
+    value = lambda p, k: repr(profiles.get(p, {}).get(k, getattr(base, k)))  # noqa: E731
+    header = ["field"] + [p + (" *" if p == active else "") for p in PROFILES]
+    rows = [header] + [[k] + [value(p, k) for p in PROFILES] for k in changed]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return f"profiles (* = this run: {active}); other fields are the same in every profile:\n" + "\n".join(lines)

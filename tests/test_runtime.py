@@ -1,38 +1,101 @@
+from dataclasses import dataclass
+
+import pytest
 import torch
 
 from common import runtime
 
 
-def test_smoke_switch(monkeypatch):
-    monkeypatch.delenv("DGM_SMOKE", raising=False)
-    monkeypatch.delenv("CI", raising=False)
-    assert runtime.smoke_mode() is False
-    monkeypatch.setenv("CI", "true")
-    assert runtime.smoke_mode() is True
-    monkeypatch.setenv("CI", "false")
-    assert runtime.smoke_mode() is False
-    monkeypatch.setenv("CI", "1")
-    monkeypatch.setenv("DGM_SMOKE", "0")  # explicit switch wins over CI
-    assert runtime.smoke_mode() is False
-    monkeypatch.delenv("CI")
-    monkeypatch.setenv("DGM_SMOKE", "1")
-    assert runtime.smoke_mode() is True
+@pytest.fixture
+def clean_env(monkeypatch):
+    for var in ("DGM_PROFILE", "DGM_SMOKE", "CI", "DGM_DATASET"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    return monkeypatch
 
 
-def test_paths_follow_environment(monkeypatch, tmp_path):
-    monkeypatch.setenv("DGM_DATA_DIR", str(tmp_path))
+def test_profile_defaults_cpu_then_gpu_with_cuda_then_smoke_under_ci(clean_env):
+    assert runtime.profile() == "cpu"
+    clean_env.setattr(torch.cuda, "is_available", lambda: True)
+    assert runtime.profile() == "gpu"
+    clean_env.setenv("CI", "true")
+    assert runtime.profile() == "smoke"
+    clean_env.setenv("CI", "false")
+    assert runtime.profile() == "gpu"
+
+
+def test_explicit_profile_wins_and_smoke_is_an_alias(clean_env):
+    clean_env.setenv("CI", "1")
+    clean_env.setenv("DGM_PROFILE", "cpu")
+    assert runtime.profile() == "cpu"  # an explicit profile wins over CI
+    clean_env.delenv("DGM_PROFILE")
+    clean_env.setenv("DGM_SMOKE", "0")
+    assert runtime.profile() == "cpu"  # DGM_SMOKE=0: not smoke, even under CI
+    clean_env.delenv("CI")
+    clean_env.setenv("DGM_SMOKE", "1")
+    assert runtime.profile() == "smoke"
+    clean_env.setenv("DGM_PROFILE", "GPU ")
+    assert runtime.profile() == "gpu"
+    clean_env.setenv("DGM_PROFILE", "laptop")
+    with pytest.raises(ValueError, match="'laptop' is not a profile; use one of smoke, cpu, gpu"):
+        runtime.profile()
+
+
+def test_paths_follow_environment_and_profile(clean_env, tmp_path):
+    clean_env.setenv("DGM_DATA_DIR", str(tmp_path))
     assert runtime.data_dir() == tmp_path.resolve()
-    assert runtime.checkpoint_dir(smoke=False) == tmp_path.resolve() / "checkpoints"
-    assert runtime.checkpoint_dir(smoke=True) == tmp_path.resolve() / "checkpoints" / "smoke"
-    monkeypatch.delenv("DGM_DATA_DIR")
+    assert runtime.checkpoint_dir("cpu") == tmp_path.resolve() / "checkpoints" / "cpu"
+    clean_env.setenv("DGM_PROFILE", "smoke")
+    assert runtime.checkpoint_dir() == tmp_path.resolve() / "checkpoints" / "smoke"
+    clean_env.delenv("DGM_DATA_DIR")
     assert runtime.data_dir() == runtime.REPO_ROOT / "data"
 
 
-def test_setup_seeds_and_picks_device(capsys):
+def test_setup_seeds_reports_and_picks_device(clean_env, capsys):
     rt = runtime.setup(seed=5)
     a = torch.rand(3)
     runtime.setup(seed=5, verbose=False)
     assert torch.equal(a, torch.rand(3))
-    assert rt.device.type in {"cpu", "cuda", "mps"}
-    assert "device:" in capsys.readouterr().out
+    assert rt.device.type in {"cpu", "mps"} and rt.profile == "cpu" and not rt.smoke
+    assert "profile: cpu" in capsys.readouterr().out
     assert runtime.get_device("cpu") == torch.device("cpu")
+    with pytest.raises(RuntimeError, match="sees no CUDA GPU"):
+        runtime.get_device("cuda")
+
+
+@dataclass(frozen=True)
+class Config:
+    dataset: str = "fashion_mnist"
+    epochs: int = 10
+    lr: float = 1e-3
+    limit: int | None = None
+
+
+PROFILES = {"smoke": dict(epochs=1, limit=100), "cpu": {}, "gpu": dict(epochs=50)}
+
+
+def test_configure_applies_the_profile_then_the_dataset_override(clean_env, capsys):
+    rt = runtime.Runtime("smoke", torch.device("cpu"), 0, runtime.data_dir(), runtime.checkpoint_dir("smoke"))
+    cfg = runtime.configure(Config, PROFILES, rt)
+    assert cfg == Config(epochs=1, limit=100)
+    table = capsys.readouterr().out
+    assert "smoke *" in table and "epochs" in table and "limit" in table
+    assert "lr" not in table  # fields no profile changes are left out
+    assert runtime.configure(Config, PROFILES, rt.__class__("gpu", rt.device, 0, rt.data_dir, rt.checkpoint_dir),
+                             show=False) == Config(epochs=50)
+    with_override = runtime.Runtime("cpu", rt.device, 0, rt.data_dir, rt.checkpoint_dir, dataset="mnist")
+    assert runtime.configure(Config, PROFILES, with_override, show=False).dataset == "mnist"
+
+
+def test_configure_refuses_unknown_fields_and_profiles(clean_env):
+    rt = runtime.Runtime("cpu", torch.device("cpu"), 0, runtime.data_dir(), runtime.checkpoint_dir("cpu"))
+    with pytest.raises(ValueError, match=r"profile 'gpu' sets \['epoch'\], which Config does not have"):
+        runtime.configure(Config, {"gpu": dict(epoch=3)}, rt)
+    with pytest.raises(ValueError, match="unknown profile 'tpu'"):
+        runtime.configure(Config, {"tpu": {}}, rt)
+
+
+def test_dataset_override_is_read_from_the_environment(clean_env):
+    assert runtime.dataset_override() is None
+    clean_env.setenv("DGM_DATASET", " dsprites ")
+    assert runtime.dataset_override() == "dsprites" and runtime.setup(verbose=False).dataset == "dsprites"
