@@ -11,12 +11,15 @@ holding plain containers only: the model's class name and constructor arguments,
 - A corrupt file, an unknown class, weights that do not fit, or a config that differs from the
   one expected raises :class:`CheckpointError` naming the file and the fix.
 
-Model classes opt in with the :func:`register` decorator and keep their constructor arguments
-in ``self.hparams``.
+Model classes opt in with the :func:`register` decorator, which records the arguments each
+instance was built with in ``model.hparams`` (so no class copies them by hand).
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
+import inspect
 import os
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,7 +38,25 @@ class CheckpointError(RuntimeError):
 
 
 def register(cls: type[torch.nn.Module]) -> type[torch.nn.Module]:
-    """Class decorator: let checkpoints rebuild this model class by name."""
+    """Class decorator: let checkpoints rebuild this model class by name.
+
+    It wraps ``__init__`` so that every instance records the arguments it was built with,
+    defaults included, as ``self.hparams``: exactly what ``cls(**hparams)`` needs to rebuild it.
+    For a registered subclass of a registered class, the subclass's arguments win (its
+    ``__init__`` returns last).
+    """
+    init = cls.__init__
+    signature = inspect.signature(init)
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        init(self, *args, **kwargs)
+        hparams = copy.deepcopy(dict(list(bound.arguments.items())[1:]))  # without self; no aliasing
+        self.hparams = {k: tuple(v) if isinstance(v, list) else v for k, v in hparams.items()}
+
+    cls.__init__ = __init__
     MODELS[cls.__name__] = cls
     return cls
 

@@ -12,20 +12,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoints import register
-from .layers import eval_mode, mlp_trunk
+from .layers import check_image_shape, eval_mode, mlp_trunk
 
 
 @register
 class MLPClassifier(nn.Module):
-    """Flatten -> Linear(784, hidden) -> ReLU -> Linear(hidden, classes).
+    """Flatten -> Linear(C*H*W, hidden) -> ReLU -> Linear(hidden, classes).
 
     ``trunk`` has exactly the layers of ``MLPVAE.trunk``, so its weights can initialise a VAE
     encoder: ``vae.trunk.load_state_dict(classifier.trunk.state_dict())``.
     """
 
-    def __init__(self, hidden: int = 400, n_classes: int = 10, image_shape: tuple = (1, 28, 28)):
+    def __init__(self, image_shape: tuple, n_classes: int, hidden: int = 400):
         super().__init__()
-        self.hparams = dict(hidden=hidden, n_classes=n_classes, image_shape=tuple(image_shape))
         self.trunk = mlp_trunk(math.prod(image_shape), hidden)
         self.head = nn.Linear(hidden, n_classes)
 
@@ -46,21 +45,21 @@ class MLPClassifier(nn.Module):
 
 def load_or_train_mlp(train, device: torch.device | str = "cpu", epochs: int = 5, seed: int = 0
                       ) -> MLPClassifier:
-    """The MLP classifier notebook 01 saves as ``classifier_mlp``; if that checkpoint is missing,
-    the same recipe (784-400-10, Adam 1e-3, batch 128) is trained on ``train`` here. Eval mode.
-
-    Notebooks 03 and 04 use it to check which class generated samples look like.
+    """The MLP classifier notebook 01 saves as ``classifier_mlp-<dataset tag>``; if that checkpoint
+    is missing, the same recipe (C*H*W-400-classes, Adam 1e-3, batch 128) is trained on ``train``
+    here. Eval mode. Notebooks 03 and 04 use it to check which class generated samples look like.
     """
     from . import checkpoints, training  # local: training and checkpoints import this package's layers
 
+    name = f"classifier_mlp-{train.tag}"
     try:
-        clf, _ = checkpoints.load_checkpoint("classifier_mlp", device)
-        print("classifier: loaded the one saved by notebook 01")
+        clf, _ = checkpoints.load_checkpoint(name, device)
+        print(f"classifier: loaded {name}, saved by notebook 01")
         return clf
     except checkpoints.CheckpointError:
-        print(f"classifier: notebook 01's checkpoint is missing, training the same one for {epochs} epochs")
+        print(f"classifier: notebook 01's {name} is missing, training the same one for {epochs} epochs")
     torch.manual_seed(seed)
-    clf = MLPClassifier().to(device)
+    clf = MLPClassifier(train.image_shape, len(train.classes)).to(device)
     step = training.minimize(clf.loss, torch.optim.Adam(clf.parameters(), lr=1e-3))
     training.train(step, train.batches(128, seed=seed), epochs, desc="classifier")
     return clf.eval()
@@ -72,21 +71,21 @@ def _conv_block(c_in: int, c_out: int) -> nn.Sequential:
 
 @register
 class ConvClassifier(nn.Module):
-    """A small CNN for 28x28 images, the feature network of the *domain* FID (notebook 05).
+    """A small CNN, the feature network of the *domain* FID (notebook 05).
 
-    One 3x3 conv block (conv, batch norm, ReLU) at each of 28x28, 14x14 and 7x7 (widths w, 2w, 4w,
-    max pooling between), then global average pooling to a ``4w``-dimensional vector,
+    One 3x3 conv block (conv, batch norm, ReLU) at full size, half and quarter size (28x28, 14x14,
+    7x7 for Fashion-MNIST; widths w, 2w, 4w, max pooling between), then global average pooling
+    to a ``4w``-dimensional vector,
     :meth:`features`, and one linear layer to the classes. Kept small so that features of 10,000
     images take seconds on a CPU. Like Inception-v3's 2048-d pool features, the FID features are
     the average over positions of the last ReLU maps, just before the classifier layer.
     """
 
-    def __init__(self, width: int = 32, n_classes: int = 10, in_channels: int = 1):
+    def __init__(self, image_shape: tuple, n_classes: int, width: int = 32):
         super().__init__()
-        self.hparams = dict(width=width, n_classes=n_classes, in_channels=in_channels)
         w = width
         self.body = nn.Sequential(
-            _conv_block(in_channels, w), nn.MaxPool2d(2),
+            _conv_block(check_image_shape(image_shape)[0], w), nn.MaxPool2d(2),
             _conv_block(w, 2 * w), nn.MaxPool2d(2),
             _conv_block(2 * w, 4 * w), nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.head = nn.Linear(4 * w, n_classes)

@@ -1,7 +1,9 @@
-"""GANs for 28x28 images: DCGAN, conditional DCGAN and conditional WGAN-GP, with one training step.
+"""GANs: DCGAN, conditional DCGAN and conditional WGAN-GP, and a training step for each recipe.
 
-Introduced in notebooks/03_dcgan.ipynb (losses, DCGAN) and notebooks/04_conditional_gan.ipynb
-(label conditioning, upsample + conv generator, the gradient penalty).
+Introduced in notebooks/03_dcgan.ipynb (losses, DCGAN, :func:`dcgan_step`) and
+notebooks/04_conditional_gan.ipynb (label conditioning, upsample + conv generator, the gradient
+penalty, :func:`wgan_gp_step`). Every model takes ``image_shape`` and derives its stages from it
+(:func:`common.layers.resolution_stages`): 7 -> 14 -> 28, or the DCGAN paper's 4 -> ... -> 64.
 
 Generators output Tanh images in [-1, 1] (the data are scaled to match); ``sample()`` maps them
 back to [0, 1] like every model of the course. Discriminators and critics return one raw score per
@@ -14,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoints import register
-from .layers import GenerativeModel
+from .layers import GenerativeModel, resolution_stages
 
 # --------------------------------------------------------------------------- initialisation
 
@@ -68,42 +70,54 @@ def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor,
 # --------------------------------------------------------------------------- DCGAN
 
 
+def _widths(channels: int, n: int) -> list[int]:
+    """Channel widths of n hidden stages, finest first: ``channels`` doubling at each halving
+    (the DCGAN paper at 64x64 with channels=128: 128, 256, 512, 1024)."""
+    return [channels * 2**i for i in range(n)]
+
+
 @register
 class DCGANGenerator(GenerativeModel):
-    """z (z_dim) -> dense -> 7x7 maps -> transposed convs (BN, ReLU) -> 28x28 Tanh."""
+    """z -> dense -> coarsest maps (7x7 for 28, 4x4 for 32 and 64) -> stride-2 transposed convs
+    with BN and ReLU, halving the width at each doubling -> Tanh image. ``channels`` is the width
+    of the finest hidden stage (the paper's 64x64 generator: 128, so 1024 maps at 4x4)."""
 
-    def __init__(self, z_dim: int = 100, channels: int = 64, out_channels: int = 1):
+    def __init__(self, image_shape: tuple, z_dim: int = 100, channels: int = 32):
         super().__init__()
-        self.hparams = dict(z_dim=z_dim, channels=channels, out_channels=out_channels)
-        c = channels
-        self.z_dim = z_dim
-        self.net = nn.Sequential(
-            nn.Linear(z_dim, c * 7 * 7, bias=False), nn.Unflatten(1, (c, 7, 7)),
-            nn.BatchNorm2d(c), nn.ReLU(),
-            nn.ConvTranspose2d(c, c // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(c // 2), nn.ReLU(),  # 7 -> 14
-            nn.ConvTranspose2d(c // 2, out_channels, 4, 2, 1), nn.Tanh())                          # 14 -> 28
+        self.image_shape, self.z_dim = tuple(image_shape), z_dim
+        sizes = resolution_stages(image_shape)                # e.g. [7, 14, 28]
+        widths = _widths(channels, len(sizes) - 1)[::-1]      # coarsest first, e.g. [64, 32]
+        b = sizes[0]
+        layers = [nn.Linear(z_dim, widths[0] * b * b, bias=False), nn.Unflatten(1, (widths[0], b, b)),
+                  nn.BatchNorm2d(widths[0]), nn.ReLU()]
+        for c_in, c_out in zip(widths, widths[1:]):           # doubles H and W each time
+            layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+        layers += [nn.ConvTranspose2d(widths[-1], image_shape[0], 4, 2, 1), nn.Tanh()]  # to full size
+        self.net = nn.Sequential(*layers)
         init_dcgan_weights(self)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(z)
 
     def _sample(self, n: int, labels=None) -> torch.Tensor:
-        return (self(torch.randn(n, self.z_dim, device=self.device)) + 1) / 2
+        return from_tanh_range(self(torch.randn(n, self.z_dim, device=self.device)))
 
 
 @register
 class DCGANDiscriminator(nn.Module):
-    """Strided convs with LeakyReLU(0.2); batch norm on every conv but the first; one logit."""
+    """Stride-2 convs with LeakyReLU(0.2) down to the coarsest grid, ``channels`` at the first and
+    doubling at each halving; batch norm on every conv but the first; one logit."""
 
-    def __init__(self, channels: int = 64, in_channels: int = 1):
+    def __init__(self, image_shape: tuple, channels: int = 32):
         super().__init__()
-        self.hparams = dict(channels=channels, in_channels=in_channels)
-        c = channels
-        self.first = nn.Conv2d(in_channels, c, 4, 2, 1)                    # 28 -> 14, no BN
-        self.net = nn.Sequential(
-            self.first, nn.LeakyReLU(0.2),
-            nn.Conv2d(c, 2 * c, 4, 2, 1, bias=False), nn.BatchNorm2d(2 * c), nn.LeakyReLU(0.2),  # -> 7
-            nn.Flatten(), nn.Linear(2 * c * 7 * 7, 1))
+        sizes = resolution_stages(image_shape)
+        widths = _widths(channels, len(sizes) - 1)            # finest first, e.g. [32, 64]
+        self.first = nn.Conv2d(image_shape[0], widths[0], 4, 2, 1)      # no batch norm (paper)
+        layers = [self.first, nn.LeakyReLU(0.2)]
+        for c_in, c_out in zip(widths, widths[1:]):           # halves H and W each time
+            layers += [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2)]
+        layers += [nn.Flatten(), nn.Linear(widths[-1] * sizes[0] ** 2, 1)]
+        self.net = nn.Sequential(*layers)
         init_dcgan_weights(self)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -138,56 +152,60 @@ def upsample_conv(c_in: int, c_out: int, norm: bool = True) -> nn.Sequential:
 
 @register
 class ConditionalGenerator(GenerativeModel):
-    """z -> dense -> 7x7 maps; the label enters as an extra channel at 7x7 and at 14x14;
-    upsample + conv (not transposed convs) to 28x28; Tanh."""
+    """z -> dense -> coarsest maps; before every doubling the label enters as one extra channel
+    (a :class:`LabelMap` at that size); upsample + conv (not transposed convs); Tanh."""
 
     conditional = True
 
-    def __init__(self, z_dim: int = 100, channels: int = 64, n_classes: int = 10, out_channels: int = 1):
+    def __init__(self, image_shape: tuple, n_classes: int, z_dim: int = 100, channels: int = 32):
         super().__init__()
-        self.hparams = dict(z_dim=z_dim, channels=channels, n_classes=n_classes, out_channels=out_channels)
-        c = channels
-        self.z_dim, self.n_classes = z_dim, n_classes
-        self.project = nn.Sequential(nn.Linear(z_dim, c * 7 * 7, bias=False), nn.Unflatten(1, (c, 7, 7)),
-                                     nn.BatchNorm2d(c), nn.ReLU())
-        self.label7, self.label14 = LabelMap(n_classes, 7), LabelMap(n_classes, 14)
-        self.up1 = upsample_conv(c + 1, c // 2)                          # 7 -> 14
-        self.up2 = upsample_conv(c // 2 + 1, out_channels, norm=False)   # 14 -> 28
+        self.image_shape, self.z_dim, self.n_classes = tuple(image_shape), z_dim, n_classes
+        sizes = resolution_stages(image_shape)                # e.g. [7, 14, 28]
+        widths = _widths(channels, len(sizes) - 1)[::-1] + [image_shape[0]]  # e.g. [64, 32, 1]
+        b = sizes[0]
+        self.project = nn.Sequential(nn.Linear(z_dim, widths[0] * b * b, bias=False),
+                                     nn.Unflatten(1, (widths[0], b, b)), nn.BatchNorm2d(widths[0]), nn.ReLU())
+        self.label_maps = nn.ModuleList(LabelMap(n_classes, size) for size in sizes[:-1])  # e.g. 7, 14
+        self.ups = nn.ModuleList(upsample_conv(c_in + 1, c_out, norm=i < len(widths) - 2)  # none on the last
+                                 for i, (c_in, c_out) in enumerate(zip(widths, widths[1:])))
         init_dcgan_weights(self)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         h = self.project(z)
-        h = self.up1(torch.cat([h, self.label7(labels)], 1))
-        return torch.tanh(self.up2(torch.cat([h, self.label14(labels)], 1)))
+        for label_map, up in zip(self.label_maps, self.ups):
+            h = up(torch.cat([h, label_map(labels)], 1))
+        return torch.tanh(h)
 
     def _sample(self, n: int, labels: torch.Tensor) -> torch.Tensor:
-        return (self(torch.randn(n, self.z_dim, device=self.device), labels) + 1) / 2
+        return from_tanh_range(self(torch.randn(n, self.z_dim, device=self.device), labels))
 
 
 @register
 class ConditionalDiscriminator(nn.Module):
-    """The label's 28x28 map is stacked on the image as a second input channel. ``batch_norm``
-    is True for the conditional DCGAN; the WGAN-GP critic has none (the penalty is per sample,
-    and batch norm would couple the samples of a batch)."""
+    """The label's full-size map is stacked on the image as one more input channel, then the
+    DCGAN discriminator's stride-2 convs. ``batch_norm`` is True for the conditional DCGAN; the
+    WGAN-GP critic has none (the penalty is per sample, and batch norm would couple the samples
+    of a batch)."""
 
-    def __init__(self, channels: int = 64, n_classes: int = 10, in_channels: int = 1, batch_norm: bool = True):
+    def __init__(self, image_shape: tuple, n_classes: int, channels: int = 32, batch_norm: bool = True):
         super().__init__()
-        self.hparams = dict(channels=channels, n_classes=n_classes, in_channels=in_channels, batch_norm=batch_norm)
-        c = channels
-        self.label = LabelMap(n_classes, 28)
-        self.first = nn.Conv2d(in_channels + 1, c, 4, 2, 1)               # 28 -> 14
-        self.net = nn.Sequential(
-            self.first, nn.LeakyReLU(0.2),
-            nn.Conv2d(c, 2 * c, 4, 2, 1, bias=not batch_norm),           # 14 -> 7
-            *([nn.BatchNorm2d(2 * c)] if batch_norm else []), nn.LeakyReLU(0.2),
-            nn.Flatten(), nn.Linear(2 * c * 7 * 7, 1))
+        sizes = resolution_stages(image_shape)
+        widths = _widths(channels, len(sizes) - 1)
+        self.label = LabelMap(n_classes, sizes[-1])
+        self.first = nn.Conv2d(image_shape[0] + 1, widths[0], 4, 2, 1)
+        layers = [self.first, nn.LeakyReLU(0.2)]
+        for c_in, c_out in zip(widths, widths[1:]):
+            layers += [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=not batch_norm),
+                       *([nn.BatchNorm2d(c_out)] if batch_norm else []), nn.LeakyReLU(0.2)]
+        layers += [nn.Flatten(), nn.Linear(widths[-1] * sizes[0] ** 2, 1)]
+        self.net = nn.Sequential(*layers)
         init_dcgan_weights(self)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return self.net(torch.cat([x, self.label(labels)], 1)).squeeze(1)
 
 
-# --------------------------------------------------------------------------- training
+# --------------------------------------------------------------------------- training steps
 
 
 def to_tanh_range(x: torch.Tensor) -> torch.Tensor:
@@ -195,45 +213,61 @@ def to_tanh_range(x: torch.Tensor) -> torch.Tensor:
     return x * 2 - 1
 
 
-def gan_step(G: nn.Module, D: nn.Module, opt_G: torch.optim.Optimizer, opt_D: torch.optim.Optimizer,
-             loss: str = "bce", n_critic: int = 1, gp_lambda: float = 10.0, conditional: bool = False,
-             g_loss=g_loss_nonsaturating):
-    """One step of :func:`common.training.train` for all three GANs.
+def from_tanh_range(x: torch.Tensor) -> torch.Tensor:
+    """A generator's Tanh output in [-1, 1] -> images in [0, 1]."""
+    return (x + 1) / 2
 
-    Every call updates D (the critic) on one real batch; every ``n_critic``-th call also updates G.
-    ``loss="bce"``: DCGAN losses (D: BCE; G: ``g_loss``, non-saturating by default).
-    ``loss="wgan-gp"``: D minimises E[D(fake)] - E[D(real)] + gradient penalty; G minimises -E[D(fake)].
-    Returns D's and G's losses, D(x) and D(G(z)) (probabilities for BCE, raw scores for WGAN),
-    the norm of the gradient on D's first-layer weights, and for WGAN-GP the penalty and mean
-    ||grad D(x_hat)||.
-    """
-    if loss not in ("bce", "wgan-gp"):
-        raise ValueError(f"loss must be 'bce' or 'wgan-gp', got {loss!r}")
-    calls = [0]
+
+def dcgan_step(G: GenerativeModel, D: nn.Module, opt_G: torch.optim.Optimizer,
+               opt_D: torch.optim.Optimizer, g_loss=g_loss_nonsaturating):
+    """One step of :func:`common.training.train` for a (conditional) DCGAN: update D on a real and
+    a fake batch with BCE, then G with ``g_loss`` (non-saturating by default). Labels are used
+    when G is conditional. Returns both losses, the mean D(x) and D(G(z)), and the norm of the
+    gradient on D's first-layer weights."""
 
     def step(x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        real, labels = to_tanh_range(x), (y if conditional else None)
-        z = torch.randn(x.shape[0], G.z_dim, device=x.device)
-        fake = G(z, labels)
-        d_real, d_fake = D(real, labels), D(fake.detach(), labels)
-        out = {}
-        if loss == "bce":
-            loss_D = d_loss_bce(d_real, d_fake)
-            out["D(x)"], out["D(G(z))"] = torch.sigmoid(d_real).mean(), torch.sigmoid(d_fake).mean()
-        else:
-            gp, grad_norm = gradient_penalty(D, real, fake, labels, gp_lambda)
-            loss_D = d_fake.mean() - d_real.mean() + gp
-            out["D(x)"], out["D(G(z))"] = d_real.mean(), d_fake.mean()
-            out["gp"], out["grad_norm_xhat"] = gp, grad_norm
+        real, labels = to_tanh_range(x), (y if G.conditional else None)
+        fake = G(torch.randn(x.shape[0], G.z_dim, device=x.device), labels)
+        d_real, d_fake = D(real, labels), D(fake.detach(), labels)     # fake detached: D's update only
+        loss_D = d_loss_bce(d_real, d_fake)
         opt_D.zero_grad(set_to_none=True)
         loss_D.backward()
-        out["grad_norm_D_first"] = D.first.weight.grad.norm()
+        grad_first = D.first.weight.grad.norm()
         opt_D.step()
-        out["loss_D"] = loss_D
-        calls[0] += 1
-        if calls[0] % n_critic == 0:
-            scores = D(fake, labels)
-            loss_G = g_loss(scores) if loss == "bce" else -scores.mean()
+        loss_G = g_loss(D(fake, labels))                                # D just updated, as in the paper
+        opt_G.zero_grad(set_to_none=True)
+        loss_G.backward()
+        opt_G.step()
+        return {"loss_D": loss_D, "loss_G": loss_G, "D(x)": torch.sigmoid(d_real).mean(),
+                "D(G(z))": torch.sigmoid(d_fake).mean(), "grad_norm_D_first": grad_first}
+
+    return step
+
+
+def wgan_gp_step(G: GenerativeModel, D: nn.Module, opt_G: torch.optim.Optimizer,
+                 opt_D: torch.optim.Optimizer, n_critic: int = 5, gp_lambda: float = 10.0):
+    """One step of :func:`common.training.train` for a (conditional) WGAN-GP: every call updates
+    the critic on one real batch, minimising E[D(fake)] - E[D(real)] + gradient penalty; every
+    ``n_critic``-th call also updates G, minimising -E[D(fake)]. Returns the losses (``loss_G`` only
+    on the calls that update G), the mean raw scores D(x) and D(G(z)), the penalty, the mean
+    ||grad D(x_hat)|| and the norm of the gradient on D's first-layer weights."""
+    calls = 0
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        nonlocal calls
+        real, labels = to_tanh_range(x), (y if G.conditional else None)
+        fake = G(torch.randn(x.shape[0], G.z_dim, device=x.device), labels)
+        d_real, d_fake = D(real, labels), D(fake.detach(), labels)
+        gp, grad_norm = gradient_penalty(D, real, fake, labels, gp_lambda)
+        loss_D = d_fake.mean() - d_real.mean() + gp
+        opt_D.zero_grad(set_to_none=True)
+        loss_D.backward()
+        out = {"loss_D": loss_D, "D(x)": d_real.mean(), "D(G(z))": d_fake.mean(), "gp": gp,
+               "grad_norm_xhat": grad_norm, "grad_norm_D_first": D.first.weight.grad.norm()}
+        opt_D.step()
+        calls += 1
+        if calls % n_critic == 0:
+            loss_G = -D(fake, labels).mean()
             opt_G.zero_grad(set_to_none=True)
             loss_G.backward()
             opt_G.step()

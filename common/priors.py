@@ -2,7 +2,7 @@
 
 Introduced in notebooks/02_vq_vae.ipynb. A VQ-VAE has no prior of its own: decoding uniformly
 random codes gives garbage, because real images use codes in strongly correlated patterns. Both
-samplers here model the *continuous* encoder outputs z_e (flattened to D*7*7 numbers), draw a new
+samplers here model the *continuous* encoder outputs z_e (flattened to D*h*w numbers, h x w the code grid), draw a new
 z_e, snap it to the codebook and decode:
 
 - :class:`GMMPriorSampler`: PCA down to a few dimensions, then a Gaussian mixture (fitted with
@@ -30,6 +30,10 @@ class _VQVAEPriorSampler(GenerativeModel):
 
     vqvae: VQVAE
 
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return self.vqvae.image_shape
+
     def sample_latent(self, n: int) -> torch.Tensor:  # pragma: no cover - subclasses implement
         raise NotImplementedError
 
@@ -43,7 +47,6 @@ class GMMPriorSampler(_VQVAEPriorSampler):
 
     def __init__(self, vqvae: dict, n_pca: int = 32, n_components: int = 16):
         super().__init__()
-        self.hparams = dict(vqvae=dict(vqvae), n_pca=n_pca, n_components=n_components)
         self.vqvae = VQVAE(**vqvae)
         f = math.prod(self.vqvae.latent_shape)
         self.register_buffer("pca_mean", torch.zeros(f))
@@ -55,7 +58,7 @@ class GMMPriorSampler(_VQVAEPriorSampler):
     @classmethod
     def fit(cls, vqvae: VQVAE, z_e_flat: torch.Tensor, n_pca: int = 32, n_components: int = 16,
             seed: int = 0) -> "GMMPriorSampler":
-        """Fit PCA + a full-covariance GMM (scikit-learn) to flattened encoder outputs (N, D*7*7)."""
+        """Fit PCA + a full-covariance GMM (scikit-learn) to flattened encoder outputs (N, D*h*w)."""
         from sklearn.decomposition import PCA
         from sklearn.mixture import GaussianMixture
 
@@ -88,7 +91,7 @@ class GMMPriorSampler(_VQVAEPriorSampler):
 
     @torch.no_grad()
     def sample_latent(self, n: int) -> torch.Tensor:
-        """n continuous latents z_e shaped (n, D, 7, 7), before quantization."""
+        """n continuous latents z_e shaped (n, D, h, w), before quantization."""
         y = self.mixture().sample((n,))
         return (y @ self.pca_components + self.pca_mean).view(n, *self.vqvae.latent_shape)
 
@@ -99,7 +102,6 @@ class VAEPriorSampler(_VQVAEPriorSampler):
 
     def __init__(self, vqvae: dict, vae: dict):
         super().__init__()
-        self.hparams = dict(vqvae=dict(vqvae), vae=dict(vae))
         self.vqvae = VQVAE(**vqvae)
         self.vae = MLPVAE(**vae)
         f = math.prod(self.vqvae.latent_shape)

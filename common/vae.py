@@ -1,7 +1,7 @@
 """Variational autoencoders: the ELBO's pieces and two architectures.
 
 Introduced (and narrated) in notebooks/01_vae.ipynb; reused by notebook 02 (a VAE prior over a
-VQ-VAE's latents) and notebook 05 (measured by FID).
+VQ-VAE's latents) and notebook 05 (measured by FID). Both architectures take ``image_shape``.
 
 For an image x with latent z, encoder q(z|x) = N(mu, diag(exp(logvar))), prior p(z) = N(0, I) and
 decoder p(x|z), the evidence lower bound is
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoints import register
-from .layers import GenerativeModel, mlp_trunk
+from .layers import GenerativeModel, mlp_trunk, resolution_stages
 from .training import minimize
 
 LIKELIHOODS = ("bernoulli", "gaussian")
@@ -119,41 +119,43 @@ class VAE(GenerativeModel):
 
 @register
 class MLPVAE(VAE):
-    """784-hidden-latent VAE with one hidden layer each way (PyTorch example: 784-400-20)."""
+    """(C*H*W)-hidden-latent VAE with one hidden layer each way (PyTorch example: 784-400-20)."""
 
-    def __init__(self, latent_dim: int = 20, hidden: int = 400, likelihood: str = "bernoulli",
-                 sigma2: float | None = None, image_shape: tuple = (1, 28, 28), bounded: bool = True):
+    def __init__(self, image_shape: tuple, latent_dim: int = 20, hidden: int = 400,
+                 likelihood: str = "bernoulli", sigma2: float | None = None, bounded: bool = True):
         super().__init__(latent_dim, likelihood, sigma2, bounded)
-        self.hparams = dict(latent_dim=latent_dim, hidden=hidden, likelihood=likelihood,
-                            sigma2=sigma2, image_shape=tuple(image_shape), bounded=bounded)
+        self.image_shape = tuple(image_shape)
         d = math.prod(image_shape)
         self.trunk = mlp_trunk(d, hidden)  # same layers as MLPClassifier.trunk
         self.encoder = nn.Sequential(self.trunk, nn.Linear(hidden, 2 * latent_dim))
         self.decoder = nn.Sequential(nn.Linear(latent_dim, hidden), nn.ReLU(),
-                                     nn.Linear(hidden, d), nn.Unflatten(1, tuple(image_shape)))
+                                     nn.Linear(hidden, d), nn.Unflatten(1, self.image_shape))
 
 
 @register
 class ConvVAE(VAE):
-    """Strided convolutions down (28 -> 14 -> 7), transposed convolutions up, LeakyReLU."""
+    """Stride-2 convolutions down to the coarsest grid (28 -> 14 -> 7, or 64 -> 32 -> 16 -> 8 -> 4),
+    ``channels`` at the first and doubling at each halving; a dense layer of ``hidden`` units on
+    each side of the latent; transposed convolutions back up; LeakyReLU(0.2)."""
 
-    def __init__(self, latent_dim: int = 20, channels: int = 32, hidden: int = 256,
-                 likelihood: str = "bernoulli", sigma2: float | None = None, in_channels: int = 1):
+    def __init__(self, image_shape: tuple, latent_dim: int = 20, channels: int = 32, hidden: int = 256,
+                 likelihood: str = "bernoulli", sigma2: float | None = None):
         super().__init__(latent_dim, likelihood, sigma2)
-        self.hparams = dict(latent_dim=latent_dim, channels=channels, hidden=hidden,
-                            likelihood=likelihood, sigma2=sigma2, in_channels=in_channels)
-        c = channels
+        self.image_shape = tuple(image_shape)
+        sizes = resolution_stages(image_shape)             # e.g. [7, 14, 28]
+        widths = [channels * 2**i for i in range(len(sizes) - 1)]  # e.g. [32, 64] at 14x14, 7x7
+        b, c_top, c_img = sizes[0], widths[-1], image_shape[0]
         act = lambda: nn.LeakyReLU(0.2)  # noqa: E731
-        self.encoder = nn.Sequential(
-            nn.Conv2d(in_channels, c, 4, stride=2, padding=1), act(),  # 28x28 -> 14x14
-            nn.Conv2d(c, 2 * c, 4, stride=2, padding=1), act(),        # 14x14 -> 7x7
-            nn.Flatten(), nn.Linear(2 * c * 7 * 7, hidden), act(),
-            nn.Linear(hidden, 2 * latent_dim))
-        self.decoder = nn.Sequential(
-            nn.Linear(latent_dim, hidden), act(),
-            nn.Linear(hidden, 2 * c * 7 * 7), act(), nn.Unflatten(1, (2 * c, 7, 7)),
-            nn.ConvTranspose2d(2 * c, c, 4, stride=2, padding=1), act(),  # 7x7 -> 14x14
-            nn.ConvTranspose2d(c, in_channels, 4, stride=2, padding=1))   # 14x14 -> 28x28 logits
+        down = []
+        for c_in, c_out in zip([c_img] + widths[:-1], widths):
+            down += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), act()]   # halves H and W
+        self.encoder = nn.Sequential(*down, nn.Flatten(), nn.Linear(c_top * b * b, hidden), act(),
+                                     nn.Linear(hidden, 2 * latent_dim))
+        up = [nn.Linear(latent_dim, hidden), act(), nn.Linear(hidden, c_top * b * b), act(),
+              nn.Unflatten(1, (c_top, b, b))]
+        for c_in, c_out in zip(widths[::-1], widths[-2::-1]):
+            up += [nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1), act()]  # doubles H and W
+        self.decoder = nn.Sequential(*up, nn.ConvTranspose2d(widths[0], c_img, 4, stride=2, padding=1))  # logits
 
 
 def train_step(model: VAE, optimizer: torch.optim.Optimizer, beta: float = 1.0):

@@ -2,8 +2,8 @@
 
 Introduced (and narrated) in notebooks/02_vq_vae.ipynb; notebook 05 measures its samplers.
 
-The encoder maps an image to a grid of vectors z_e (B, D, 7, 7). Each vector is replaced by its
-nearest codebook row e_k (K rows of dimension D): that is the quantized code z_q. The decoder
+The encoder maps an image to a grid of vectors z_e (B, D, H/4, W/4), e.g. 7x7 for 28x28 images.
+Each vector is replaced by its nearest codebook row e_k (K rows of dimension D): that is the quantized code z_q. The decoder
 sees z_q. ``argmin`` has no gradient, so the **straight-through estimator** copies the gradient
 arriving at z_q onto z_e. The codebook learns through its own loss term:
 
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoints import register
-from .layers import eval_mode
+from .layers import check_image_shape, eval_mode
 
 
 def perplexity(indices: torch.Tensor, num_codes: int) -> torch.Tensor:
@@ -84,27 +84,28 @@ def _block(conv: nn.Module, channels: int) -> list[nn.Module]:
 
 @register
 class VQVAE(nn.Module):
-    """Conv encoder (28 -> 14 -> 7, BN, LeakyReLU) -> quantizer -> transposed-conv decoder."""
+    """Conv encoder (two stride-2 convs with BN and LeakyReLU: 28 -> 14 -> 7, 64 -> 32 -> 16) ->
+    quantizer -> transposed-conv decoder. The code grid is the image downsampled 4 times, as in
+    the paper (its 128x128 ImageNet images become 32x32 grids)."""
 
-    def __init__(self, num_codes: int = 128, code_dim: int = 16, channels: int = 32,
-                 beta: float = 0.25, in_channels: int = 1):
+    def __init__(self, image_shape: tuple, num_codes: int = 128, code_dim: int = 16,
+                 channels: int = 32, beta: float = 0.25):
         super().__init__()
-        self.hparams = dict(num_codes=num_codes, code_dim=code_dim, channels=channels, beta=beta,
-                            in_channels=in_channels)
+        c_img, h, w = check_image_shape(image_shape)
+        if h % 4 or w % 4:
+            raise ValueError(f"the VQ-VAE downsamples 4 times, so H and W must be divisible by 4; got "
+                             f"{h}x{w} (load the dataset with image_size=...)")
+        self.image_shape, self.latent_shape = (c_img, h, w), (code_dim, h // 4, w // 4)
         c = channels
         self.encoder = nn.Sequential(
-            *_block(nn.Conv2d(in_channels, c, 4, 2, 1), c),        # 28x28 -> 14x14
-            *_block(nn.Conv2d(c, 2 * c, 4, 2, 1), 2 * c),          # 14x14 -> 7x7
-            nn.Conv2d(2 * c, code_dim, 1))                         # z_e: (B, D, 7, 7)
+            *_block(nn.Conv2d(c_img, c, 4, 2, 1), c),              # H -> H/2
+            *_block(nn.Conv2d(c, 2 * c, 4, 2, 1), 2 * c),          # H/2 -> H/4
+            nn.Conv2d(2 * c, code_dim, 1))                         # z_e: (B, D, H/4, W/4)
         self.quantizer = VectorQuantizer(num_codes, code_dim, beta)
         self.decoder = nn.Sequential(
             *_block(nn.Conv2d(code_dim, 2 * c, 3, 1, 1), 2 * c),
-            *_block(nn.ConvTranspose2d(2 * c, c, 4, 2, 1), c),     # 7x7 -> 14x14
-            nn.ConvTranspose2d(c, in_channels, 4, 2, 1))           # 14x14 -> 28x28 logits
-
-    @property
-    def latent_shape(self) -> tuple[int, int, int]:
-        return (self.hparams["code_dim"], 7, 7)
+            *_block(nn.ConvTranspose2d(2 * c, c, 4, 2, 1), c),     # H/4 -> H/2
+            nn.ConvTranspose2d(c, c_img, 4, 2, 1))                 # H/2 -> H logits
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x)

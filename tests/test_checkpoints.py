@@ -19,13 +19,13 @@ class Cfg:
 @pytest.fixture
 def ckdir(tmp_path, monkeypatch):
     monkeypatch.setenv("DGM_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("DGM_SMOKE", "0")
-    return tmp_path / "checkpoints"
+    monkeypatch.setenv("DGM_PROFILE", "cpu")
+    return tmp_path / "checkpoints" / "cpu"
 
 
 def test_round_trip_in_another_process(ckdir):
     torch.manual_seed(0)
-    model = vae.ConvVAE(latent_dim=3, channels=4, hidden=8)
+    model = vae.ConvVAE((1, 28, 28), latent_dim=3, channels=4, hidden=8)
     path = checkpoints.save_checkpoint(model, "conv", Cfg(), note="hello")
     assert path == ckdir / "conv.pt" and not list(ckdir.glob(".*tmp"))
     z = torch.randn(2, 3)
@@ -44,7 +44,7 @@ def test_round_trip_in_another_process(ckdir):
 
 
 def test_load_rebuilds_same_model_and_checks_config(ckdir):
-    model = MLPClassifier(hidden=12)
+    model = MLPClassifier((1, 28, 28), 10, hidden=12)
     checkpoints.save_checkpoint(model, "clf", Cfg())
     loaded, payload = checkpoints.load_checkpoint("clf", expect_config=Cfg())
     assert isinstance(loaded, MLPClassifier) and not loaded.training
@@ -55,7 +55,7 @@ def test_load_rebuilds_same_model_and_checks_config(ckdir):
 
 
 def test_loading_leaves_the_callers_random_numbers_alone(ckdir):
-    checkpoints.save_checkpoint(MLPClassifier(hidden=12), "clf", Cfg())
+    checkpoints.save_checkpoint(MLPClassifier((1, 28, 28), 10, hidden=12), "clf", Cfg())
     torch.manual_seed(3)
     expected = torch.rand(4)
     torch.manual_seed(3)
@@ -66,7 +66,7 @@ def test_loading_leaves_the_callers_random_numbers_alone(ckdir):
 def test_missing_corrupt_and_foreign_files(ckdir):
     with pytest.raises(checkpoints.CheckpointError, match="No checkpoint"):
         checkpoints.load_checkpoint("nothing")
-    path = checkpoints.save_checkpoint(vae.MLPVAE(hidden=8), "m")
+    path = checkpoints.save_checkpoint(vae.MLPVAE((1, 28, 28), hidden=8), "m")
     path.write_bytes(path.read_bytes()[:200])  # truncated
     with pytest.raises(checkpoints.CheckpointError, match="corrupt.*Delete it"):
         checkpoints.load_checkpoint("m")
@@ -90,7 +90,7 @@ def test_loading_never_runs_pickled_code(ckdir, tmp_path, monkeypatch):
 
 
 def test_weights_that_do_not_fit_and_unknown_classes(ckdir):
-    path = checkpoints.save_checkpoint(vae.MLPVAE(hidden=8), "m")
+    path = checkpoints.save_checkpoint(vae.MLPVAE((1, 28, 28), hidden=8), "m")
     payload = torch.load(path, weights_only=True)
     payload["model_kwargs"]["hidden"] = 9
     torch.save(payload, path)
@@ -109,7 +109,7 @@ def test_weights_that_do_not_fit_and_unknown_classes(ckdir):
 
 
 def test_interrupted_save_leaves_old_checkpoint_intact(ckdir, monkeypatch):
-    good = checkpoints.save_checkpoint(vae.MLPVAE(hidden=8), "m", Cfg())
+    good = checkpoints.save_checkpoint(vae.MLPVAE((1, 28, 28), hidden=8), "m", Cfg())
     before = good.read_bytes()
 
     def dies_halfway(obj, f):
@@ -118,6 +118,6 @@ def test_interrupted_save_leaves_old_checkpoint_intact(ckdir, monkeypatch):
 
     monkeypatch.setattr(checkpoints.torch, "save", dies_halfway)
     with pytest.raises(KeyboardInterrupt):
-        checkpoints.save_checkpoint(vae.MLPVAE(hidden=8), "m", Cfg(epochs=99))
+        checkpoints.save_checkpoint(vae.MLPVAE((1, 28, 28), hidden=8), "m", Cfg(epochs=99))
     assert good.read_bytes() == before
     assert [p.name for p in ckdir.iterdir()] == ["m.pt"]  # no temporary file left behind

@@ -62,7 +62,7 @@ def test_our_mlp_vae_is_at_least_as_good_as_the_pytorch_example():
     refs = [train_reference(train[:][0], test[:][0], seed) for seed in (0, 1)]
 
     torch.manual_seed(0)
-    ours = vae.MLPVAE(20, 400)
+    ours = vae.MLPVAE((1, 28, 28), 20, 400)
     opt = torch.optim.Adam(ours.parameters(), lr=1e-3)
     training.train(vae.train_step(ours, opt), train.batches(128, seed=0), EPOCHS)
     ours_test = training.evaluate(lambda x, y: ours.loss(x), test.batches(1000, shuffle=False), ours)["loss"]

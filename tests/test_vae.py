@@ -52,8 +52,8 @@ def test_likelihoods_match_torch_distributions():
     assert torch.allclose(vae.gaussian_nll(mean, xg, s2), ref, atol=1e-3)
 
 
-@pytest.mark.parametrize("model", [vae.MLPVAE(latent_dim=3, hidden=32), vae.ConvVAE(latent_dim=3, channels=4, hidden=16),
-                                   vae.MLPVAE(latent_dim=2, hidden=16, likelihood="gaussian", sigma2=0.05)])
+@pytest.mark.parametrize("model", [vae.MLPVAE((1, 28, 28), latent_dim=3, hidden=32), vae.ConvVAE((1, 28, 28), latent_dim=3, channels=4, hidden=16),
+                                   vae.MLPVAE((1, 28, 28), latent_dim=2, hidden=16, likelihood="gaussian", sigma2=0.05)])
 def test_vae_shapes_loss_and_samples(model):
     x = torch.rand(7, 1, 28, 28)
     out, mu, logvar = model(x)
@@ -72,7 +72,7 @@ def test_vae_shapes_loss_and_samples(model):
 
 def test_loss_is_minus_elbo_in_nats():
     torch.manual_seed(4)
-    model = vae.MLPVAE(latent_dim=2, hidden=8)
+    model = vae.MLPVAE((1, 28, 28), latent_dim=2, hidden=8)
     x = torch.rand(3, 1, 28, 28).round()  # binary, so the Bernoulli reference accepts it
     torch.manual_seed(9)
     got = model.loss(x)
@@ -88,14 +88,14 @@ def test_loss_is_minus_elbo_in_nats():
 
 def test_bad_likelihood_arguments():
     with pytest.raises(ValueError, match="likelihood must be"):
-        vae.MLPVAE(likelihood="poisson")
+        vae.MLPVAE((1, 28, 28), likelihood="poisson")
     with pytest.raises(ValueError, match="sigma2"):
-        vae.MLPVAE(likelihood="gaussian")
+        vae.MLPVAE((1, 28, 28), likelihood="gaussian")
 
 
 def test_train_step_reduces_loss_on_a_fixed_batch():
     torch.manual_seed(5)
-    model = vae.MLPVAE(latent_dim=4, hidden=64)
+    model = vae.MLPVAE((1, 28, 28), latent_dim=4, hidden=64)
     x = torch.rand(32, 1, 28, 28).round()
     step = vae.train_step(model, torch.optim.Adam(model.parameters(), 3e-3))
     first = step(x, None)["loss"].item()
@@ -105,7 +105,7 @@ def test_train_step_reduces_loss_on_a_fixed_batch():
 
 
 def test_classifier_trunk_fits_vae_trunk():
-    clf, model = MLPClassifier(hidden=50), vae.MLPVAE(hidden=50)
+    clf, model = MLPClassifier((1, 28, 28), 10, hidden=50), vae.MLPVAE((1, 28, 28), hidden=50)
     model.trunk.load_state_dict(clf.trunk.state_dict())
     x = torch.rand(4, 1, 28, 28)
     assert torch.equal(model.trunk(x), clf.trunk(x))
@@ -122,7 +122,7 @@ def test_load_or_train_mlp_loads_notebook_01s_classifier_or_trains_one(tmp_path,
     train = ImageData(images, torch.arange(64) % 10, "toy", "train", tuple("0123456789"))
     trained = load_or_train_mlp(train, epochs=1)
     assert "missing, training" in capsys.readouterr().out and not trained.training
-    checkpoints.save_checkpoint(trained, "classifier_mlp")
+    checkpoints.save_checkpoint(trained, "classifier_mlp-toy-1x28x28")  # the name notebook 01 gives it
     loaded = load_or_train_mlp(train, epochs=1)
-    assert "loaded" in capsys.readouterr().out
+    assert "loaded classifier_mlp-toy-1x28x28" in capsys.readouterr().out
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), trained.state_dict().values()))

@@ -60,7 +60,7 @@ def test_perplexity_uniform_is_K_and_single_code_is_1():
 
 def test_dead_codes_are_detected_and_reinitialised_from_encoder_outputs():
     torch.manual_seed(1)
-    model = vqvae.VQVAE(num_codes=32, code_dim=4, channels=4)
+    model = vqvae.VQVAE((1, 28, 28), num_codes=32, code_dim=4, channels=4)
     x = torch.rand(20, 1, 28, 28)
     usage = model.code_usage(x)
     assert usage.sum() == 20 * 49
@@ -80,7 +80,7 @@ def test_dead_codes_are_detected_and_reinitialised_from_encoder_outputs():
 
 def test_vqvae_loss_and_step():
     torch.manual_seed(2)
-    model = vqvae.VQVAE(num_codes=16, code_dim=4, channels=8)
+    model = vqvae.VQVAE((1, 28, 28), num_codes=16, code_dim=4, channels=8)
     x = torch.rand(16, 1, 28, 28)
     losses = model.loss(x)
     assert torch.allclose(losses["loss"], losses["recon"] + losses["codebook"] + 0.25 * losses["commitment"])
@@ -106,7 +106,7 @@ def test_gmm_prior_matches_sklearn_and_beats_a_single_gaussian_on_held_out_laten
     from sklearn.mixture import GaussianMixture
 
     torch.manual_seed(3)
-    model = vqvae.VQVAE(num_codes=16, code_dim=16, channels=4)
+    model = vqvae.VQVAE((1, 28, 28), num_codes=16, code_dim=16, channels=4)
     train, held_out = latents(600), latents(300, seed=1)
     gmm3 = priors.GMMPriorSampler.fit(model, train, n_pca=5, n_components=3)
     gmm1 = priors.GMMPriorSampler.fit(model, train, n_pca=5, n_components=1)
@@ -122,10 +122,10 @@ def test_gmm_prior_matches_sklearn_and_beats_a_single_gaussian_on_held_out_laten
 def test_samplers_shapes_ranges_and_checkpoint_round_trip(tmp_path, monkeypatch):
     monkeypatch.setenv("DGM_DATA_DIR", str(tmp_path))
     torch.manual_seed(4)
-    model = vqvae.VQVAE(num_codes=16, code_dim=16, channels=4)
+    model = vqvae.VQVAE((1, 28, 28), num_codes=16, code_dim=16, channels=4)
     gmm = priors.GMMPriorSampler.fit(model, latents(200), n_pca=4, n_components=2)
-    latent_vae = vae.MLPVAE(latent_dim=3, hidden=8, likelihood="gaussian", sigma2=0.1,
-                            image_shape=(16 * 49,), bounded=False)
+    latent_vae = vae.MLPVAE((16 * 49,), latent_dim=3, hidden=8, likelihood="gaussian", sigma2=0.1,
+                            bounded=False)
     vaep = priors.VAEPriorSampler.from_parts(model, latent_vae, torch.zeros(16 * 49), torch.ones(16 * 49))
     for sampler, name in [(gmm, "gmm"), (vaep, "vaep")]:
         torch.manual_seed(5)
@@ -142,15 +142,15 @@ def test_samplers_shapes_ranges_and_checkpoint_round_trip(tmp_path, monkeypatch)
 
 def test_unbounded_vae_needs_gaussian_likelihood():
     with pytest.raises(ValueError, match="bounded=False"):
-        vae.MLPVAE(bounded=False)
-    m = vae.MLPVAE(latent_dim=2, hidden=4, likelihood="gaussian", sigma2=1.0, image_shape=(5,), bounded=False)
+        vae.MLPVAE((1, 28, 28), bounded=False)
+    m = vae.MLPVAE((5,), latent_dim=2, hidden=4, likelihood="gaussian", sigma2=1.0, bounded=False)
     assert m.decode(torch.randn(3, 2)).shape == (3, 5)
     assert math.isfinite(m.loss(torch.randn(4, 5) * 10)["loss"].item())
 
 
 def test_dead_code_callback_counts_and_resets_only_before_the_last_epoch():
     torch.manual_seed(6)
-    model = vqvae.VQVAE(num_codes=32, code_dim=4, channels=4)
+    model = vqvae.VQVAE((1, 28, 28), num_codes=32, code_dim=4, channels=4)
     x = torch.rand(10, 1, 28, 28)
     cb = vqvae.dead_code_callback(model, x, reinit=True, last_epoch=2)
     before = model.quantizer.codebook.weight.detach().clone()
