@@ -35,13 +35,19 @@ def _to_numpy_grid(images: torch.Tensor, nrow: int, pad: int = 1) -> np.ndarray:
     return grid.permute(1, 2, 0).numpy() if images.shape[1] == 3 else grid[0].numpy()
 
 
+def tile_inches(images: torch.Tensor, scale: float = 0.6) -> float:
+    """Inches per image in a figure: ``scale``, or more so that every image shows at least at its
+    native pixel size (a 64x64 image needs 0.8 inch at 80 dpi)."""
+    return max(scale, (images.shape[-1] + 2) / plt.rcParams["figure.dpi"])
+
+
 def image_grid(images: torch.Tensor, nrow: int = 8, title: str | None = None,
                ax: plt.Axes | None = None, scale: float = 0.6) -> Figure:
     """A grid of images, ``nrow`` per row."""
     arr = _to_numpy_grid(images, nrow)
     if ax is None:
-        rows = -(-len(images) // nrow)
-        _, ax = plt.subplots(figsize=(scale * min(nrow, len(images)) + 0.2, scale * rows + 0.4))
+        rows, tile = -(-len(images) // nrow), tile_inches(images, scale)
+        _, ax = plt.subplots(figsize=(tile * min(nrow, len(images)) + 0.2, tile * rows + 0.4))
     ax.imshow(arr, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.set_axis_off()
     if title:
@@ -53,7 +59,8 @@ def image_rows(rows: Mapping[str, torch.Tensor], title: str | None = None,
                scale: float = 0.6) -> Figure:
     """One labelled row per entry, e.g. {"original": x, "reconstruction": x_hat}."""
     n = max(len(v) for v in rows.values())
-    fig, axes = plt.subplots(len(rows), 1, figsize=(scale * n + 1.6, scale * len(rows) + 0.5),
+    tile = tile_inches(next(iter(rows.values())), scale)
+    fig, axes = plt.subplots(len(rows), 1, figsize=(tile * n + 1.6, tile * len(rows) + 0.5),
                              squeeze=False)
     for ax, (label, imgs) in zip(axes[:, 0], rows.items()):
         ax.imshow(_to_numpy_grid(imgs, nrow=len(imgs)), cmap="gray", vmin=0, vmax=1,
@@ -96,13 +103,15 @@ def curves(histories: Mapping[str, History] | History, keys: Sequence[str], per:
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.2), squeeze=False)
     for ax, key in zip(axes[0], keys):
         for name, h in histories.items():
-            store = h.epochs if per == "epoch" else h.steps
-            if key not in store:
+            if per == "epoch":
+                x, y = h.series(key)
+            else:
+                raw = h.steps.get(key, [])
+                y = _smooth(raw, smooth)
+                x = np.arange(1, len(y) + 1) + (len(raw) - len(y))  # a moving average ends at its last step
+            if len(y) == 0:
                 continue
-            y = _smooth(store[key], smooth if per == "step" else 1)
-            x = np.arange(1, len(y) + 1) + (smooth - 1 if per == "step" and len(y) < len(store[key]) else 0)
-            ax.plot(x, y, label=name or None, marker="o" if per == "epoch" and len(y) < 30 else None,
-                    ms=3)
+            ax.plot(x, y, label=name or None, marker="o" if per == "epoch" and len(y) < 30 else None, ms=3)
         ax.set_xlabel(per)
         ax.set_title(key if panel_title is None else panel_title, fontsize=10)
         if logy:

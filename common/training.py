@@ -35,16 +35,17 @@ class NonFiniteLossError(FloatingPointError):
 
 @dataclass
 class History:
-    """What a run recorded: ``steps[name]`` per batch, ``epochs[name]`` per epoch.
+    """What a run recorded: ``steps[name]`` per batch, and one record per epoch in ``epochs``.
 
-    ``epochs`` holds the mean of each step loss over the epoch plus whatever the epoch callbacks
-    returned (e.g. ``"test_loss"``). ``snapshots`` keeps small image batches a callback stored
-    (e.g. samples from fixed noise after each epoch), keyed by epoch.
+    Each epoch record is a dict: ``{"epoch": 3, "loss": ..., "images_per_s": ..., "test_loss": ...}``
+    holds the mean of each step loss over the batches that reported it, the throughput, and
+    whatever the epoch callbacks returned. A metric measured only every k epochs (FID) is simply
+    absent from the other records; :meth:`series` returns the epochs it has. ``snapshots`` keeps
+    small uint8 image batches a callback stored (e.g. samples of fixed noise), keyed by epoch.
     """
 
     steps: dict[str, list[float]] = field(default_factory=dict)
-    epochs: dict[str, list[float]] = field(default_factory=dict)
-    images_per_s: list[float] = field(default_factory=list)
+    epochs: list[dict[str, float]] = field(default_factory=list)
     snapshots: dict[int, torch.Tensor] = field(default_factory=dict)
     seconds: float = 0.0
     images_seen: int = 0
@@ -52,10 +53,16 @@ class History:
 
     @property
     def n_epochs(self) -> int:
-        return len(self.images_per_s)
+        return len(self.epochs)
+
+    def series(self, key: str) -> tuple[list[int], list[float]]:
+        """(epochs, values) of ``key`` over the epochs that recorded it."""
+        pairs = [(r["epoch"], r[key]) for r in self.epochs if key in r]
+        return [int(e) for e, _ in pairs], [v for _, v in pairs]
 
     def summary(self) -> str:
-        last = ", ".join(f"{k} {v[-1]:.4g}" for k, v in self.epochs.items() if v and not k.endswith("_epoch"))
+        last = ", ".join(f"{k} {v:.4g}" for k, v in (self.epochs[-1] if self.epochs else {}).items()
+                         if k not in ("epoch", "images_per_s"))
         rate = self.images_seen / self.seconds if self.seconds else float("nan")
         state = " (interrupted)" if self.interrupted else ""
         return (f"{self.n_epochs} epochs, {self.images_seen:,} images in {self.seconds:.1f} s "
@@ -63,7 +70,7 @@ class History:
 
     def state_dict(self) -> dict:
         """Plain containers only, so a checkpoint can hold it and load with weights_only=True."""
-        return {"steps": self.steps, "epochs": self.epochs, "images_per_s": self.images_per_s,
+        return {"steps": self.steps, "epochs": self.epochs,
                 "snapshots": {str(k): v.cpu() for k, v in self.snapshots.items()},
                 "seconds": self.seconds, "images_seen": self.images_seen,
                 "interrupted": self.interrupted}
@@ -77,11 +84,6 @@ class History:
 
 def _scalar(v: "torch.Tensor | float") -> float:
     return float(v.detach()) if torch.is_tensor(v) else float(v)
-
-
-def _append(store: dict[str, list[float]], values: Mapping[str, float]) -> None:
-    for k, v in values.items():
-        store.setdefault(k, []).append(float(v))
 
 
 def minimize(loss_fn: Callable[[torch.Tensor, torch.Tensor], Mapping[str, torch.Tensor]],
@@ -104,7 +106,7 @@ def train(step: Step, batches: Iterable, epochs: int, *,
     """Run ``step`` on every batch for ``epochs`` epochs and return the :class:`History`.
 
     - ``callbacks`` run after each epoch as ``cb(epoch, history)`` (epochs count from 1); a dict
-      they return is appended to ``history.epochs``. Their time is not counted in images/s.
+      they return is added to that epoch's record. Their time is not counted in images/s.
     - Pass an existing ``history`` to continue a run; epochs then count on from where it stopped.
     - A NaN or infinite loss stops training with :class:`NonFiniteLossError`, naming the loss,
       epoch and step. Ctrl-C (KeyboardInterrupt) stops cleanly: the model keeps the weights it
@@ -118,7 +120,8 @@ def train(step: Step, batches: Iterable, epochs: int, *,
     try:
         for epoch in range(first, first + epochs):
             sums: dict[str, float] = {}
-            n_batches, n_images, busy = 0, 0, 0.0
+            counts: dict[str, int] = {}  # a loss reported on some batches only is averaged over those
+            n_images = 0
             start = time.perf_counter()
             for x, y in batches:
                 losses = {k: _scalar(v) for k, v in step(x, y).items()}
@@ -130,23 +133,22 @@ def train(step: Step, batches: Iterable, epochs: int, *,
                         "Training stopped; the model holds the weights of that step and "
                         "`err.history` what was recorded. Usual fixes: lower the learning rate, "
                         "check inputs are in [0, 1] and finite, clamp log-variances.", history)
-                _append(history.steps, losses)
                 for k, v in losses.items():
+                    history.steps.setdefault(k, []).append(v)
                     sums[k] = sums.get(k, 0.0) + v
-                n_batches += 1
+                    counts[k] = counts.get(k, 0) + 1
                 n_images += x.shape[0]
                 bar.update()
                 if n_step % postfix_every == 0:
                     bar.set_postfix({k: f"{v:.3g}" for k, v in losses.items()}, refresh=False)
             busy = time.perf_counter() - start
-            _append(history.epochs, {k: v / max(n_batches, 1) for k, v in sums.items()})
-            history.images_per_s.append(n_images / busy if busy > 0 else float("nan"))
+            record = {"epoch": epoch, **{k: v / counts[k] for k, v in sums.items()},
+                      "images_per_s": n_images / busy if busy > 0 else float("nan")}
+            history.epochs.append(record)
             history.seconds += busy
             history.images_seen += n_images
             for cb in callbacks:
-                extra = cb(epoch, history)
-                if extra:
-                    _append(history.epochs, extra)
+                record.update({k: float(v) for k, v in (cb(epoch, history) or {}).items()})
     except KeyboardInterrupt:
         history.interrupted = True
         print(f"Interrupted during epoch {epoch}: the model keeps its current weights and "

@@ -51,7 +51,8 @@ def interpolation(decode: Callable[[torch.Tensor], torch.Tensor], z0: torch.Tens
         images = decode(lerp(z0, z1, steps)).cpu()
     names = labels(images) if labels is not None else None
 
-    fig, axes = plt.subplots(1, steps, figsize=(0.8 * steps, 1.3 if names else 1.0))
+    tile = plots.tile_inches(images, 0.8)
+    fig, axes = plt.subplots(1, steps, figsize=(tile * steps, tile + (0.5 if names else 0.2)))
     for i, ax in enumerate(axes):
         plots.image_grid(images[i:i + 1], nrow=1, ax=ax)
         ax.set_title(f"t={i / (steps - 1):.1f}" + (f"\n{names[i]}" if names else ""), fontsize=7)

@@ -13,18 +13,34 @@ def toy_data(n=96):
 
 def run(seed, epochs=2):
     torch.manual_seed(seed)
-    model = vae.MLPVAE(latent_dim=2, hidden=16)
+    model = vae.MLPVAE((1, 28, 28), latent_dim=2, hidden=16)
     opt = torch.optim.Adam(model.parameters(), 1e-3)
     hist = training.train(vae.train_step(model, opt), toy_data().batches(32, seed=seed), epochs)
     return model, hist
 
 
-def test_history_records_steps_epochs_and_throughput():
+def test_history_records_steps_and_one_record_per_epoch():
     _, h = run(0, epochs=3)
-    assert len(h.steps["loss"]) == 9 and len(h.epochs["kl"]) == 3 and h.n_epochs == 3
-    assert h.images_seen == 3 * 96 and all(r > 0 for r in h.images_per_s)
-    assert h.epochs["loss"][0] == pytest.approx(sum(h.steps["loss"][:3]) / 3)
-    assert "images/s" in h.summary()
+    assert len(h.steps["loss"]) == 9 and h.n_epochs == 3
+    assert [r["epoch"] for r in h.epochs] == [1, 2, 3] and all("kl" in r for r in h.epochs)
+    assert h.images_seen == 3 * 96 and all(r["images_per_s"] > 0 for r in h.epochs)
+    assert h.epochs[0]["loss"] == pytest.approx(sum(h.steps["loss"][:3]) / 3)
+    assert h.series("kl")[0] == [1, 2, 3]
+    assert "images/s" in h.summary() and "images_per_s" not in h.summary()
+
+
+def test_a_loss_reported_on_some_batches_is_averaged_over_those_batches():
+    """The generator's loss of a WGAN-GP step comes every n_critic-th batch: its epoch mean must
+    be the mean of the values reported, not their sum over all batches (5x too small)."""
+    calls = []
+
+    def step(x, y):
+        calls.append(1)
+        return {"loss_D": 1.0, **({"loss_G": 10.0} if len(calls) % 3 == 0 else {})}
+
+    h = training.train(step, toy_data().batches(16), 1)  # 6 batches, loss_G on 2 of them
+    assert h.epochs[0]["loss_D"] == 1.0 and h.epochs[0]["loss_G"] == 10.0
+    assert len(h.steps["loss_G"]) == 2
 
 
 def test_same_seed_same_losses():
@@ -41,12 +57,19 @@ def test_callbacks_add_epoch_metrics_and_snapshots():
         return {"test_loss": 10.0 * epoch}
 
     h = training.train(lambda x, y: {"loss": x.mean()}, toy_data().batches(48), 2, callbacks=[cb])
-    assert h.epochs["test_loss"] == [10.0, 20.0] and sorted(h.snapshots) == [1, 2]
+    assert h.series("test_loss") == ([1, 2], [10.0, 20.0]) and sorted(h.snapshots) == [1, 2]
     # continuing a run counts epochs on
     h = training.train(lambda x, y: {"loss": x.mean()}, toy_data().batches(48), 1, callbacks=[cb], history=h)
-    assert h.epochs["test_loss"] == [10.0, 20.0, 30.0]
+    assert h.series("test_loss") == ([1, 2, 3], [10.0, 20.0, 30.0])
     restored = training.History.from_state_dict(h.state_dict())
     assert restored.epochs == h.epochs and torch.equal(restored.snapshots[3], h.snapshots[3])
+
+
+def test_a_metric_measured_every_k_epochs_needs_no_side_keys():
+    every_other = lambda epoch, history: {"fid": 100.0 / epoch} if epoch % 2 == 0 else None  # noqa: E731
+    h = training.train(lambda x, y: {"loss": x.mean()}, toy_data().batches(48), 5, callbacks=[every_other])
+    assert h.series("fid") == ([2, 4], [50.0, 25.0])
+    assert "fid" not in h.epochs[0] and "fid" in h.epochs[3]
 
 
 def test_nan_guard_stops_with_clear_message():
@@ -83,7 +106,7 @@ def test_evaluate_weights_by_batch_size():
 
 def test_fit_or_load_reuses_only_a_matching_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setenv("DGM_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("DGM_SMOKE", "1")
+    monkeypatch.setenv("DGM_PROFILE", "smoke")
     cfg = {"epochs": 1, "lr": 1e-3}
     trained = []
 
@@ -94,13 +117,13 @@ def test_fit_or_load_reuses_only_a_matching_checkpoint(tmp_path, monkeypatch):
             return training.train(vae.train_step(model, opt), toy_data().batches(32), 1)
         return run
 
-    m = vae.MLPVAE(latent_dim=2, hidden=16)
+    m = vae.MLPVAE((1, 28, 28), latent_dim=2, hidden=16)
     _, h1 = training.fit_or_load("toy", m, cfg, fit(m), reuse=True)
-    m2 = vae.MLPVAE(latent_dim=2, hidden=16)
+    m2 = vae.MLPVAE((1, 28, 28), latent_dim=2, hidden=16)
     loaded, h2 = training.fit_or_load("toy", m2, cfg, fit(m2), reuse=True)
     assert len(trained) == 1 and h2.steps == h1.steps
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), m.state_dict().values()))
-    m3 = vae.MLPVAE(latent_dim=2, hidden=16)
+    m3 = vae.MLPVAE((1, 28, 28), latent_dim=2, hidden=16)
     training.fit_or_load("toy", m3, dict(cfg, epochs=2), fit(m3), reuse=True)  # config differs
     assert len(trained) == 2
     training.fit_or_load("toy", m3, dict(cfg, epochs=2), fit(m3), reuse=False)  # reuse off
@@ -133,7 +156,7 @@ def test_evaluate_restores_train_mode_even_when_the_loss_fails():
 
 def test_fit_or_load_returns_eval_mode_like_a_loaded_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setenv("DGM_DATA_DIR", str(tmp_path))
-    m = vae.MLPVAE(latent_dim=2, hidden=8)
+    m = vae.MLPVAE((1, 28, 28), latent_dim=2, hidden=8)
     opt = torch.optim.Adam(m.parameters(), 1e-3)
     trained, _ = training.fit_or_load("m", m, {}, lambda: training.train(vae.train_step(m, opt), toy_data().batches(32), 1), reuse=False)
     assert not trained.training

@@ -38,8 +38,9 @@ def test_interpolation_widget_and_static_strip():
 def test_plot_helpers_return_figures():
     imgs = torch.rand(10, 1, 28, 28)
     assert plots.image_grid(imgs, nrow=5).axes
+    assert plots.image_grid(torch.rand(4, 3, 64, 64), nrow=2).axes  # colour
     assert len(plots.image_rows({"a": imgs[:4], "b": imgs[4:8]}).axes) == 2
-    h = training.History(epochs={"loss": [3.0, 2.0]}, steps={"loss": [4, 3, 2, 1]}, images_per_s=[1, 1],
+    h = training.History(epochs=[{"epoch": 1, "loss": 3.0}, {"epoch": 2, "loss": 2.0}], steps={"loss": [4, 3, 2, 1]},
                          snapshots={1: (imgs[:3] * 255).byte(), 2: (imgs[3:6] * 255).byte()})
     assert len(plots.curves({"run": h}, ["loss"]).axes) == 1
     assert len(plots.curves(h, ["loss"], per="step", smooth=2).axes) == 1
