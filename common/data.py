@@ -1,147 +1,32 @@
-"""Datasets held in memory as tensors and batched by indexing.
+"""Datasets held in memory as uint8 tensors and batched by indexing, behind one registry.
 
-Fashion-MNIST is the course's default and is found *offline* first, in this order:
+``load_dataset(name, split, image_size=None, device=..., limit=None)`` loads any of the course's
+datasets: ``fashion_mnist`` (the default, offline from the Debian package), ``mnist``, ``svhn``,
+``celeba``, ``dsprites`` (generated from its factors when the official file is absent, and then
+named ``dsprites-procedural``), ``imagenette`` and ``image_folder:PATH``. Where each one is
+looked for, and what a missing one says, is in :mod:`common.sources`. There is never a silent
+fallback to random or fake data.
 
-1. ``data/FashionMNIST/raw/`` (torchvision's layout, ``.gz`` or unpacked IDX files);
-2. ``/usr/share/datasets/fashion-mnist/`` (Debian/Ubuntu: ``apt-get install dataset-fashion-mnist``);
-3. a torchvision download into ``data/`` (needs a network).
-
-If all fail, :class:`DatasetNotFoundError` lists what was tried and how to get the data. There is
-never a silent fallback to random or fake data.
-
-A 28x28 dataset is small (60,000 x 784 bytes = 47 MB), so it is loaded once into one ``uint8``
-tensor on the training device and batches are cut by indexing with a shuffled index tensor;
-there is no per-item ``Dataset.__getitem__``, no PIL and no worker processes.
+A split is one ``uint8`` tensor (N, C, H, W) on the training device (large decoded splits stay
+memory-mapped on the CPU); batches are cut by indexing with a shuffled index tensor: no
+per-item ``Dataset.__getitem__``, no PIL and no worker processes in the training loop.
+``image_size`` resizes any dataset (e.g. MNIST at 32, SVHN at 64, as the reports did).
 """
 from __future__ import annotations
 
-import gzip
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from . import runtime
+from .sources import (DIGITS, FASHION_MNIST_CLASSES, IDX_FILES, LABELLED, SPLITS,  # noqa: F401 (re-exported)
+                      DatasetNotFoundError, read_idx, reader)
 
-FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
-MNIST_CLASSES = tuple(str(d) for d in range(10))
-DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-             "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
-SPLITS = ("train", "test")
-
-
-class DatasetNotFoundError(FileNotFoundError):
-    """No copy of a dataset could be found or downloaded; the message says what was tried."""
-
-
-# --------------------------------------------------------------------------- IDX files
-def read_idx(path: str | Path) -> np.ndarray:
-    """Read an IDX file (the MNIST format), gzipped or not, into a uint8 array.
-
-    The header is two zero bytes, a type code (0x08 = unsigned byte), the number of dimensions,
-    then one big-endian int32 per dimension.
-    """
-    path = Path(path)
-    raw = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise ValueError(f"{path} is not an IDX file of unsigned bytes (bad header {raw[:4]!r}); "
-                         "delete it and let the loader fetch a fresh copy")
-    ndim = raw[3]
-    shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">i4", count=ndim, offset=4))
-    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
-    if data.size != int(np.prod(shape)):
-        raise ValueError(f"{path} is truncated: header says {shape}, found {data.size} bytes; "
-                         "delete it and fetch it again")
-    return data.reshape(shape)
-
-
-def _idx_file(folder: Path, stem: str) -> Path | None:
-    for name in (stem + ".gz", stem):
-        if (folder / name).is_file():
-            return folder / name
-    return None
-
-
-def _read_idx_split(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray] | None:
-    files = [_idx_file(folder, stem) for stem in IDX_FILES[split]]
-    if None in files:
-        return None
-    images, labels = (read_idx(f) for f in files)
-    if len(images) != len(labels):
-        raise ValueError(f"{folder}: {len(images)} images but {len(labels)} labels for {split!r}")
-    return images[:, None], labels  # add the channel axis: (N, 1, 28, 28)
-
-
-def _idx_dataset(folder_name: str, tv_class: str, debian_dir: Path | None, install_hint: str
-                 ) -> Callable[[str, Path], tuple[np.ndarray, np.ndarray]]:
-    """A loader for an MNIST-format dataset: local folders first, then a torchvision download."""
-
-    def load(split: str, root: Path) -> tuple[np.ndarray, np.ndarray]:
-        tried = []
-        folders = [root / folder_name / "raw"] + ([debian_dir] if debian_dir else [])
-        for folder in folders:
-            found = _read_idx_split(folder, split)
-            if found is not None:
-                return found
-            tried.append(f"{folder}: no {' / '.join(IDX_FILES[split])} (.gz)")
-        try:
-            import torchvision.datasets as tvd
-            getattr(tvd, tv_class)(root=str(root), train=(split == "train"), download=True)
-            found = _read_idx_split(root / folder_name / "raw", split)
-            if found is not None:
-                return found
-            tried.append(f"torchvision {tv_class} download into {root}: finished but files missing")
-        except Exception as err:  # noqa: BLE001 - any failure is reported with the others
-            tried.append(f"torchvision {tv_class} download into {root}: {type(err).__name__}: {err}")
-        raise DatasetNotFoundError(
-            f"Could not find the {split!r} split of {folder_name}. Tried:\n  - "
-            + "\n  - ".join(tried) + f"\nTo fix: {install_hint}")
-
-    return load
-
-
-def _torchvision_dataset(name: str) -> Callable[[str, Path], tuple[np.ndarray, np.ndarray]]:
-    """SVHN and CelebA come only from torchvision (a network is needed the first time)."""
-
-    def load(split: str, root: Path) -> tuple[np.ndarray, np.ndarray]:
-        import torchvision.datasets as tvd
-        try:
-            if name == "svhn":
-                ds = tvd.SVHN(root=str(root / "SVHN"), split=split, download=True)
-                return ds.data, ds.labels  # (N, 3, 32, 32) uint8, digits 0-9
-            ds = tvd.CelebA(root=str(root), split="test" if split == "test" else "train",
-                            target_type="attr", download=True)
-            raise NotImplementedError(  # the obvious place to add a 64x64 CelebA pipeline
-                f"CelebA was found ({len(ds)} images) but the course has no 64x64 in-memory "
-                "pipeline for it yet; add one in common/data.py (_torchvision_dataset)")
-        except NotImplementedError:
-            raise
-        except Exception as err:  # noqa: BLE001
-            raise DatasetNotFoundError(
-                f"{name} is only available through a torchvision download into {root}, which "
-                f"failed: {type(err).__name__}: {err}\nTo fix: run once with a network, or copy "
-                f"torchvision's {name} files into {root}") from err
-
-    return load
-
-
-DATASETS: dict[str, tuple[Callable, tuple[str, ...]]] = {
-    "fashion_mnist": (_idx_dataset(
-        "FashionMNIST", "FashionMNIST", DEBIAN_FASHION_MNIST,
-        "`sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu, works offline), or copy the "
-        "four Fashion-MNIST .gz files into data/FashionMNIST/raw/, or run once with a network"),
-        FASHION_MNIST_CLASSES),
-    "mnist": (_idx_dataset(
-        "MNIST", "MNIST", None,
-        "copy the four MNIST .gz files into data/MNIST/raw/, or run once with a network"),
-        MNIST_CLASSES),
-    "svhn": (_torchvision_dataset("svhn"), MNIST_CLASSES),
-    "celeba": (_torchvision_dataset("celeba"), ()),
-}
+MNIST_CLASSES = DIGITS
 
 
 # --------------------------------------------------------------------------- in memory
@@ -157,7 +42,11 @@ class ImageData:
     labels: torch.Tensor
     name: str
     split: str
-    classes: tuple[str, ...]
+    classes: tuple[str, ...]            # () when the dataset has no labels (CelebA, a plain folder)
+    slug: str = ""                      # the name as it may appear in a file name
+    source: str = ""                    # where the images were read from
+    attributes: torch.Tensor | None = None   # (N, A) per-image ints: CelebA attributes, dSprites factors
+    attribute_names: tuple[str, ...] = field(default_factory=tuple)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -173,21 +62,39 @@ class ImageData:
     def device(self) -> torch.device:
         return self.images.device
 
+    @property
+    def labelled(self) -> bool:
+        return len(self.classes) > 0
+
+    @property
+    def tag(self) -> str:
+        """Dataset and image shape, for checkpoint and cache names: "fashion_mnist-1x28x28"."""
+        return f"{self.slug or self.name}-{'x'.join(map(str, self.image_shape))}"
+
     def subset(self, n: int | None) -> "ImageData":
-        """The first ``n`` items (the files are already in random order), or all if ``n`` is None."""
+        """The first ``n`` items (every split is stored in random order), or all if ``n`` is None."""
         if n is None or n >= len(self):
             return self
-        return ImageData(self.images[:n], self.labels[:n], self.name, self.split, self.classes)
+        attributes = None if self.attributes is None else self.attributes[:n]
+        return ImageData(self.images[:n], self.labels[:n], self.name, self.split, self.classes,
+                         self.slug, self.source, attributes, self.attribute_names)
 
     def batches(self, batch_size: int, shuffle: bool = True, seed: int = 0,
                 drop_last: bool = False) -> "Batches":
         return Batches(self, batch_size, shuffle, seed, drop_last)
 
     def by_class(self, per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The first ``per_class`` images of each class, class by class (for figures)."""
+        """The first ``per_class`` images of each class, class by class (for figures). Without
+        labels: the first ``per_class * 10`` images (one figure row of ``per_class``, ten rows)."""
+        if not self.labelled:
+            return self[:per_class * 10]
         idx = torch.cat([torch.nonzero(self.labels == c).flatten()[:per_class]
                          for c in range(len(self.classes))])
         return self[idx]
+
+    def first_of_class(self, c: int) -> int:
+        """Index of the first image of class ``c`` (of image ``c`` when there are no labels)."""
+        return int(torch.nonzero(self.labels == c)[0]) if self.labelled else c
 
     def __repr__(self) -> str:
         return (f"ImageData({self.name}/{self.split}: {len(self)} images of "
@@ -243,21 +150,46 @@ class Batches:
             yield self.data[order[i * self.batch_size:(i + 1) * self.batch_size]]
 
 
-def load_dataset(name: str = "fashion_mnist", split: str = "train",
+def resize(images: torch.Tensor, size: int, chunk: int = 4096) -> torch.Tensor:
+    """uint8 images (N, C, H, W) -> (N, C, size, size), bilinear with antialiasing, in chunks."""
+    out = torch.empty(len(images), images.shape[1], size, size, dtype=torch.uint8, device=images.device)
+    for i in range(0, len(images), chunk):
+        x = images[i:i + chunk].float()
+        out[i:i + chunk] = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True,
+                                         align_corners=False).round_().clamp_(0, 255).to(torch.uint8)
+    return out
+
+
+def _as_tensor(a, dtype: torch.dtype, device) -> torch.Tensor:
+    if torch.is_tensor(a):
+        return a.to(device=device, dtype=dtype)
+    if isinstance(a, np.memmap) and torch.device(device).type == "cpu":
+        return torch.from_numpy(a)          # stays memory-mapped: pages are read when used
+    return torch.from_numpy(np.array(a, dtype=np.dtype(str(dtype).split(".")[1]))).to(device)
+
+
+def load_dataset(name: str = "fashion_mnist", split: str = "train", image_size: int | None = None,
                  device: torch.device | str = "cpu", root: str | Path | None = None,
                  limit: int | None = None) -> ImageData:
-    """Load a dataset split into memory on ``device``; ``limit`` keeps the first N items."""
-    key = name.lower().replace("-", "_")
-    if key not in DATASETS:
-        raise ValueError(f"Unknown dataset {name!r}. Known: {', '.join(sorted(DATASETS))}. "
-                         "To add one, register a loader in common/data.py DATASETS.")
+    """Load a split into memory on ``device``; ``limit`` keeps the first N (a random subset),
+    ``image_size`` resizes to that side (default: the dataset's own, 64 for folders of images)."""
+    key, read = reader(name)
     if split not in SPLITS:
         raise ValueError(f"Unknown split {split!r}; use one of {SPLITS}")
-    loader, classes = DATASETS[key]
     root = Path(root) if root is not None else runtime.data_dir()
-    images, labels = loader(split, root)
-    if limit is not None:
-        images, labels = images[:limit], labels[:limit]
-    images = torch.from_numpy(np.array(images, dtype=np.uint8)).to(device)  # a writable copy
-    labels = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
-    return ImageData(images, labels, key, split, classes)
+    raw = read(split, root, image_size, limit)
+    images, labels = raw.images[:limit], raw.labels[:limit]
+    images = _as_tensor(images, torch.uint8, device)
+    if image_size is not None and images.shape[-1] != image_size:
+        images = resize(images, image_size)
+    attributes = None if raw.attributes is None else _as_tensor(raw.attributes[:limit], torch.int64, device)
+    return ImageData(images, _as_tensor(labels, torch.int64, device), raw.name, split, raw.classes,
+                     raw.slug, raw.source, attributes, raw.attribute_names)
+
+
+def require_labels(data: ImageData, why: str) -> None:
+    """Refuse an unlabelled dataset with a message that says why labels are needed and which
+    datasets have them."""
+    if not data.labelled:
+        raise ValueError(f"{data.name} has no class labels, and {why}. Use a labelled dataset: "
+                         f"{', '.join(LABELLED)}.")
