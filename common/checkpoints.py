@@ -1,6 +1,6 @@
 """Save trained models with what is needed to rebuild them; load them back safely.
 
-A checkpoint is one ``.pt`` file in ``data/checkpoints/`` (smoke runs: ``data/checkpoints/smoke/``)
+A checkpoint is one ``.pt`` file in ``data/checkpoints/<profile>/`` (``smoke``, ``cpu`` or ``gpu``)
 holding plain containers only: the model's class name and constructor arguments, its
 ``state_dict``, the notebook config that trained it, and optional extras (a training history).
 

@@ -52,7 +52,8 @@ def interpolation(decode: Callable[[torch.Tensor], torch.Tensor], z0: torch.Tens
     names = labels(images) if labels is not None else None
 
     tile = plots.tile_inches(images, 0.8)
-    fig, axes = plt.subplots(1, steps, figsize=(tile * steps, tile + (0.5 if names else 0.2)))
+    fig, axes = plt.subplots(1, steps, figsize=(tile * steps, tile + (0.5 if names else 0.2)),
+                             gridspec_kw={"left": 0.01, "right": 0.99, "wspace": 0.08})
     for i, ax in enumerate(axes):
         plots.image_grid(images[i:i + 1], nrow=1, ax=ax)
         ax.set_title(f"t={i / (steps - 1):.1f}" + (f"\n{names[i]}" if names else ""), fontsize=7)

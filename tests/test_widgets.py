@@ -65,3 +65,29 @@ def test_class_picker_redraws_on_class_and_seed():
     seed.value = 3
     assert calls == [(0, 0), (2, 0), (2, 3)] and view.value != first
     assert [o[0] for o in dropdown.options] == ["a", "b", "c"] and seed.max == 4
+
+
+def drawn_scale(fig) -> float:
+    """The smallest number of screen pixels per image pixel over every image in a figure."""
+    fig.canvas.draw()
+    scales = []
+    for ax in fig.axes:
+        for im in ax.get_images():
+            h, w = im.get_array().shape[:2]
+            box = ax.get_window_extent()
+            scales.append(min(box.width / w, box.height / h))
+    return min(scales)
+
+
+@pytest.mark.parametrize("size, channels", [(28, 1), (64, 1), (64, 3)])
+def test_every_image_is_drawn_at_least_at_its_native_size(size, channels):
+    """Rule 9 of the course: a figure too small to check (tiles shrunk below their pixel size by
+    titles, labels and spacing) is a defect."""
+    plots.use_course_style()
+    imgs = torch.rand(20, channels, size, size)
+    assert drawn_scale(plots.image_grid(imgs, nrow=10)) >= 1
+    assert drawn_scale(plots.image_rows({f"row {i}": imgs[:9] for i in range(10)}, title="t")) >= 1
+    decode = lambda z: torch.rand(len(z), channels, size, size)  # noqa: E731
+    _, fig, _ = widgets.interpolation(decode, torch.zeros(2), torch.ones(2), steps=11, labels=lambda x: ["a"] * len(x))
+    assert drawn_scale(fig) >= 1
+    matplotlib.pyplot.close("all")
