@@ -7,7 +7,6 @@ import sys
 
 import nbformat
 import numpy as np
-import pytest
 from PIL import Image, ImageDraw
 
 from common.runtime import REPO_ROOT
