@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoints import register
-from .layers import check_image_shape, eval_mode, mlp_trunk
+from .layers import check_image_shape, check_input, eval_mode, mlp_trunk
 
 
 @register
@@ -25,10 +25,13 @@ class MLPClassifier(nn.Module):
 
     def __init__(self, image_shape: tuple, n_classes: int, hidden: int = 400):
         super().__init__()
+        self.image_shape = check_image_shape(image_shape)
         self.trunk = mlp_trunk(math.prod(image_shape), hidden)
         self.head = nn.Linear(hidden, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits of images ``x`` in [0, 1]."""
+        check_input(x, self.image_shape, 0, 1, "MLPClassifier")
         return self.head(self.trunk(x))
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -83,6 +86,7 @@ class ConvClassifier(nn.Module):
 
     def __init__(self, image_shape: tuple, n_classes: int, width: int = 32):
         super().__init__()
+        self.image_shape = check_image_shape(image_shape)
         w = width
         self.body = nn.Sequential(
             _conv_block(check_image_shape(image_shape)[0], w), nn.MaxPool2d(2),
@@ -96,6 +100,7 @@ class ConvClassifier(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 4w) pooled features of images ``x`` in [0, 1]."""
+        check_input(x, self.image_shape, 0, 1, "ConvClassifier")
         return self.body(x * 2 - 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

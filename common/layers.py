@@ -9,6 +9,7 @@ the same class serves 28x28 grey and 64x64 colour.
 """
 from __future__ import annotations
 
+import numbers
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -37,6 +38,48 @@ def check_image_shape(image_shape) -> tuple[int, int, int]:
     if len(shape) != 3 or min(shape) < 1:
         raise ValueError(f"image_shape must be (C, H, W), e.g. (1, 28, 28) or (3, 64, 64); got {tuple(image_shape)}")
     return shape
+
+
+def _shape(shape) -> str:
+    return "(B, " + ", ".join(map(str, shape)) + ")"
+
+
+def check_input(x: torch.Tensor, shape: tuple, low: float | None, high: float | None, who: str) -> None:
+    """Refuse a batch that ``who`` cannot mean: not a float tensor shaped (B, *shape), or (when
+    ``low``/``high`` are given) with values outside [low, high] or NaN. The message names what is
+    expected and the usual fix. The range check costs one small reduction per call."""
+    if not torch.is_tensor(x):
+        raise TypeError(f"{who} expects a tensor of images shaped {_shape(shape)}, got {type(x).__name__}")
+    if tuple(x.shape[1:]) != tuple(shape):
+        raise ValueError(f"{who} expects a batch shaped {_shape(shape)}, got {tuple(x.shape)}. Build the model "
+                         f"for the data's shape (image_shape=data.image_shape), or load the dataset with "
+                         f"image_size=... to resize it")
+    if not x.is_floating_point():
+        raise TypeError(f"{who} expects float images, got {x.dtype}; uint8 pixels become [0, 1] "
+                        "floats with x.float() / 255 (ImageData does this when indexed: x, y = data[idx])")
+    if low is None or x.numel() == 0:
+        return
+    lo, hi = (float(v) for v in torch.aminmax(x.detach()))
+    if lo != lo or hi != hi:
+        raise ValueError(f"{who} got a batch that contains NaN")
+    tol = 1e-3 * (high - low)
+    if lo < low - tol or hi > high + tol:
+        if hi > 2:
+            fix = "pixels in 0-255 become [0, 1] with x / 255"
+        elif low == 0 and lo < 0:
+            fix = "[-1, 1] images (a GAN generator's Tanh output) become [0, 1] with (x + 1) / 2"
+        else:
+            fix = "[0, 1] images become [-1, 1] with x * 2 - 1 (common.gan.to_tanh_range)"
+        raise ValueError(f"{who} expects values in [{low:g}, {high:g}], got a batch in [{lo:.3g}, {hi:.3g}]; {fix}")
+
+
+def check_count(n, what: str = "n") -> int:
+    """``n`` as an int >= 1, or a TypeError/ValueError naming ``what``."""
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+        raise TypeError(f"{what} must be a whole number >= 1, got {n!r} ({type(n).__name__})")
+    if n < 1:
+        raise ValueError(f"{what} must be >= 1, got {n}")
+    return int(n)
 
 
 def resolution_stages(image_shape) -> list[int]:
@@ -78,29 +121,40 @@ class GenerativeModel(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
+    sample_chunk = 1024  # sample() generates at most this many images per forward pass
+
     def _check_labels(self, n: int, labels) -> torch.Tensor | None:
+        name = type(self).__name__
         if not self.conditional:
             if labels is not None:
-                raise ValueError(f"{type(self).__name__} is unconditional; call sample(n) without labels")
+                raise ValueError(f"{name} is unconditional; call sample(n) without labels")
             return None
+        example = f"e.g. sample({n}, labels=torch.arange({n}) % {self.n_classes})"
         if labels is None:
-            raise ValueError(f"{type(self).__name__} is conditional; pass labels, e.g. "
-                             f"sample(n, labels=torch.arange(n) % {self.n_classes})")
-        labels = torch.as_tensor(labels, device=self.device).long().flatten()
-        if labels.numel() != n:
-            raise ValueError(f"got {labels.numel()} labels for n={n} samples")
-        if labels.min() < 0 or labels.max() >= self.n_classes:
-            raise ValueError(f"labels must be in [0, {self.n_classes - 1}], got {labels.tolist()}")
-        return labels
+            raise ValueError(f"{name} is conditional; pass one class index per sample, {example}")
+        labels = torch.as_tensor(labels, device=self.device)
+        if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+            raise TypeError(f"labels must be integer class indices, got {labels.dtype}; {example}")
+        if labels.shape != (n,):
+            raise ValueError(f"labels must be one class index per sample, shaped ({n},); got shape "
+                             f"{tuple(labels.shape)}; {example}")
+        lo, hi = (int(v) for v in torch.aminmax(labels))
+        if lo < 0 or hi >= self.n_classes:
+            raise ValueError(f"labels must be in [0, {self.n_classes - 1}] ({self.n_classes} classes), "
+                             f"got values from {lo} to {hi}")
+        return labels.long()
 
     @torch.no_grad()
     def sample(self, n: int, labels=None) -> torch.Tensor:
-        """``n`` images in [0, 1], shaped (n, C, H, W); ``labels`` only for conditional models."""
-        if n < 1:
-            raise ValueError(f"n must be >= 1, got {n}")
+        """``n`` images in [0, 1], shaped (n, C, H, W); ``labels`` (one integer class per sample)
+        only for conditional models. Large ``n`` is generated in chunks of ``sample_chunk``."""
+        n = check_count(n, "sample(n): n")
         labels = self._check_labels(n, labels)
         with eval_mode(self):
-            return self._sample(n, labels).clamp(0, 1)
+            if n <= self.sample_chunk:
+                return self._sample(n, labels).clamp(0, 1)
+            return torch.cat([self._sample(len(idx), None if labels is None else labels[idx]).clamp(0, 1)
+                              for idx in torch.arange(n, device=self.device).split(self.sample_chunk)])
 
     def _sample(self, n: int, labels: torch.Tensor | None) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoints import register
-from .layers import GenerativeModel, mlp_trunk, resolution_stages
+from .layers import GenerativeModel, check_input, mlp_trunk, resolution_stages
 from .training import minimize
 
 LIKELIHOODS = ("bernoulli", "gaussian")
@@ -80,7 +80,9 @@ class VAE(GenerativeModel):
         self.latent_dim, self.likelihood, self.sigma2, self.bounded = latent_dim, likelihood, sigma2, bounded
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """q(z|x) as (mu, logvar), each (B, latent_dim)."""
+        """q(z|x) as (mu, logvar), each (B, latent_dim). ``x`` must be shaped (B, *image_shape),
+        in [0, 1] unless the decoder is unbounded."""
+        check_input(x, self.image_shape, *((0, 1) if self.bounded else (None, None)), type(self).__name__)
         mu, logvar = self.encoder(x).chunk(2, dim=1)
         return mu, logvar.clamp(-15, 15)  # keeps exp(logvar) finite early in training
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoints import register
-from .layers import check_image_shape, eval_mode
+from .layers import check_image_shape, check_input, eval_mode
 
 
 def perplexity(indices: torch.Tensor, num_codes: int) -> torch.Tensor:
@@ -108,6 +108,8 @@ class VQVAE(nn.Module):
             nn.ConvTranspose2d(c, c_img, 4, 2, 1))                 # H/2 -> H logits
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """z_e (B, D, H/4, W/4) of images ``x`` in [0, 1] shaped (B, *image_shape)."""
+        check_input(x, self.image_shape, 0, 1, "VQVAE")
         return self.encoder(x)
 
     def decode(self, z_q: torch.Tensor) -> torch.Tensor:
