@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoints import register
-from .layers import GenerativeModel, resolution_stages
+from .layers import GenerativeModel, check_input, resolution_stages
+from .training import require_finite
 
 # --------------------------------------------------------------------------- initialisation
 
@@ -110,6 +111,7 @@ class DCGANDiscriminator(nn.Module):
 
     def __init__(self, image_shape: tuple, channels: int = 32):
         super().__init__()
+        self.image_shape = tuple(image_shape)
         sizes = resolution_stages(image_shape)
         widths = _widths(channels, len(sizes) - 1)            # finest first, e.g. [32, 64]
         self.first = nn.Conv2d(image_shape[0], widths[0], 4, 2, 1)      # no batch norm (paper)
@@ -121,6 +123,8 @@ class DCGANDiscriminator(nn.Module):
         init_dcgan_weights(self)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """One logit per image of ``x`` in [-1, 1] (the generator's range; see :func:`to_tanh_range`)."""
+        check_input(x, self.image_shape, -1, 1, type(self).__name__)
         return self.net(x).squeeze(1)
 
 
@@ -189,6 +193,7 @@ class ConditionalDiscriminator(nn.Module):
 
     def __init__(self, image_shape: tuple, n_classes: int, channels: int = 32, batch_norm: bool = True):
         super().__init__()
+        self.image_shape = tuple(image_shape)
         sizes = resolution_stages(image_shape)
         widths = _widths(channels, len(sizes) - 1)
         self.label = LabelMap(n_classes, sizes[-1])
@@ -202,6 +207,8 @@ class ConditionalDiscriminator(nn.Module):
         init_dcgan_weights(self)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """One score per image of ``x`` in [-1, 1] with its class ``labels``."""
+        check_input(x, self.image_shape, -1, 1, type(self).__name__)
         return self.net(torch.cat([x, self.label(labels)], 1)).squeeze(1)
 
 
@@ -233,10 +240,12 @@ def dcgan_step(G: GenerativeModel, D: nn.Module, opt_G: torch.optim.Optimizer,
         opt_D.zero_grad(set_to_none=True)
         loss_D.backward()
         grad_first = D.first.weight.grad.norm()
+        require_finite(loss_D, "loss_D")                                # no NaN into the weights
         opt_D.step()
         loss_G = g_loss(D(fake, labels))                                # D just updated, as in the paper
         opt_G.zero_grad(set_to_none=True)
         loss_G.backward()
+        require_finite(loss_G, "loss_G")
         opt_G.step()
         return {"loss_D": loss_D, "loss_G": loss_G, "D(x)": torch.sigmoid(d_real).mean(),
                 "D(G(z))": torch.sigmoid(d_fake).mean(), "grad_norm_D_first": grad_first}
@@ -264,12 +273,14 @@ def wgan_gp_step(G: GenerativeModel, D: nn.Module, opt_G: torch.optim.Optimizer,
         loss_D.backward()
         out = {"loss_D": loss_D, "D(x)": d_real.mean(), "D(G(z))": d_fake.mean(), "gp": gp,
                "grad_norm_xhat": grad_norm, "grad_norm_D_first": D.first.weight.grad.norm()}
+        require_finite(loss_D, "loss_D")
         opt_D.step()
         calls += 1
         if calls % n_critic == 0:
             loss_G = -D(fake, labels).mean()
             opt_G.zero_grad(set_to_none=True)
             loss_G.backward()
+            require_finite(loss_G, "loss_G")
             opt_G.step()
             out["loss_G"] = loss_G
         return out

@@ -7,6 +7,9 @@ then G and returns ``{"loss_D", "loss_G", "D(x)", "D(G(z))"}``. The loop adds wh
 needs: a progress bar, per-step and per-epoch history, images/s, a guard against NaN/inf losses,
 per-epoch callbacks (test metrics, sample snapshots) and a clean stop on Ctrl-C.
 
+A step guards each optimizer update with :func:`require_finite`: a NaN or infinite loss stops the
+run *before* the update, so the model keeps the last finite weights it had.
+
 Introduced in notebooks/01_vae.ipynb.
 """
 from __future__ import annotations
@@ -26,11 +29,25 @@ EpochCallback = Callable[[int, "History"], "Mapping[str, float] | None"]
 
 
 class NonFiniteLossError(FloatingPointError):
-    """A loss became NaN or infinite; ``.history`` holds everything recorded up to that step."""
+    """A loss became NaN or infinite; ``.history`` holds everything recorded up to that step.
 
-    def __init__(self, message: str, history: "History"):
+    ``update_skipped`` is True when a step's :func:`require_finite` stopped it before the optimizer
+    update (the model holds finite weights), False when the loop found it after the step returned.
+    """
+
+    def __init__(self, message: str, history: "History | None" = None, loss: str = "",
+                 update_skipped: bool = False, value: float = float("nan")):
         super().__init__(message)
-        self.history = history
+        self.history, self.loss, self.update_skipped, self.value = history, loss, update_skipped, value
+
+
+def require_finite(loss: torch.Tensor, name: str = "loss") -> None:
+    """Call between ``backward()`` and ``optimizer.step()``: raise :class:`NonFiniteLossError` if
+    ``loss`` is NaN or infinite, so the update that would spread it into the weights never runs.
+    (One host synchronisation per update, the price of never keeping NaN weights.)"""
+    if not bool(torch.isfinite(loss.detach()).all()):
+        value = float(loss.detach().reshape(-1)[0])
+        raise NonFiniteLossError(f"loss {name!r} became {value}", loss=name, update_skipped=True, value=value)
 
 
 @dataclass
@@ -82,6 +99,10 @@ class History:
         return cls(**state)
 
 
+_NAN_FIXES = ("Usual fixes: lower the learning rate, check inputs are in [0, 1] and finite, clamp "
+              "log-variances.")
+
+
 def _scalar(v: "torch.Tensor | float") -> float:
     return float(v.detach()) if torch.is_tensor(v) else float(v)
 
@@ -94,6 +115,7 @@ def minimize(loss_fn: Callable[[torch.Tensor, torch.Tensor], Mapping[str, torch.
         losses = loss_fn(x, y)
         optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
+        require_finite(losses["loss"])
         optimizer.step()
         return losses
 
@@ -109,9 +131,21 @@ def train(step: Step, batches: Iterable, epochs: int, *,
       they return is added to that epoch's record. Their time is not counted in images/s.
     - Pass an existing ``history`` to continue a run; epochs then count on from where it stopped.
     - A NaN or infinite loss stops training with :class:`NonFiniteLossError`, naming the loss,
-      epoch and step. Ctrl-C (KeyboardInterrupt) stops cleanly: the model keeps the weights it
-      has, and the history is returned with ``interrupted=True``.
+      epoch and step, and saying whether the model still holds finite weights (it does when the
+      step guards its updates with :func:`require_finite`, as every step of the course does).
+      Ctrl-C (KeyboardInterrupt) stops cleanly: the model keeps the weights it has, and the
+      history is returned with ``interrupted=True``.
+    - ``batches`` must be re-iterable (``data.batches(...)``, a list) and non-empty: an empty
+      dataset, a one-shot iterator reused for a second epoch, or ``epochs < 1`` is an error.
     """
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be a whole number >= 1, got {epochs!r}")
+    if epochs > 1 and iter(batches) is batches:
+        raise TypeError(f"batches is a one-shot iterator ({type(batches).__name__}), which is empty after the "
+                        f"first of {epochs} epochs; pass something that can be iterated again, such as "
+                        "data.batches(batch_size) or a list of batches")
+    if hasattr(batches, "__len__") and len(batches) == 0:
+        raise ValueError("batches is empty (a dataset with no images, or limit/subset 0?): nothing to train on")
     history = history if history is not None else History()
     first = history.n_epochs + 1
     per_epoch = len(batches) if hasattr(batches, "__len__") else None
@@ -124,15 +158,23 @@ def train(step: Step, batches: Iterable, epochs: int, *,
             n_images = 0
             start = time.perf_counter()
             for x, y in batches:
-                losses = {k: _scalar(v) for k, v in step(x, y).items()}
                 n_step += 1
+                try:
+                    losses = {k: _scalar(v) for k, v in step(x, y).items()}
+                except NonFiniteLossError as err:
+                    raise NonFiniteLossError(
+                        f"Loss {err.loss!r} became {err.value} at epoch {epoch}, step {n_step}. "
+                        "Training stopped before the optimizer update that would have used it, so the "
+                        "model holds the finite weights of the step before; `err.history` holds what "
+                        f"was recorded. {_NAN_FIXES}", history, err.loss, True, err.value) from None
                 bad = [k for k, v in losses.items() if not math.isfinite(v)]
                 if bad:
                     raise NonFiniteLossError(
-                        f"Loss {bad[0]!r} became {losses[bad[0]]} at epoch {epoch}, step {n_step}. "
-                        "Training stopped; the model holds the weights of that step and "
-                        "`err.history` what was recorded. Usual fixes: lower the learning rate, "
-                        "check inputs are in [0, 1] and finite, clamp log-variances.", history)
+                        f"{bad[0]!r} became {losses[bad[0]]} at epoch {epoch}, step {n_step}. Training "
+                        "stopped, but after the step had run: unless the step guards its optimizer "
+                        "updates with training.require_finite(loss), the model may now hold non-finite "
+                        f"weights (retrain or reload them); `err.history` holds what was recorded. {_NAN_FIXES}",
+                        history, bad[0], False, losses[bad[0]])
                 for k, v in losses.items():
                     history.steps.setdefault(k, []).append(v)
                     sums[k] = sums.get(k, 0.0) + v
@@ -141,6 +183,9 @@ def train(step: Step, batches: Iterable, epochs: int, *,
                 bar.update()
                 if n_step % postfix_every == 0:
                     bar.set_postfix({k: f"{v:.3g}" for k, v in losses.items()}, refresh=False)
+            if n_images == 0:
+                raise ValueError(f"batches yielded nothing in epoch {epoch}: an empty dataset, or an "
+                                 "iterator that was already used up; pass data.batches(batch_size)")
             busy = time.perf_counter() - start
             record = {"epoch": epoch, **{k: v / counts[k] for k, v in sums.items()},
                       "images_per_s": n_images / busy if busy > 0 else float("nan")}
@@ -177,6 +222,8 @@ def evaluate(loss_fn: Callable[[torch.Tensor, torch.Tensor], Mapping[str, torch.
             for k, v in loss_fn(x, y).items():
                 sums[k] = sums.get(k, 0.0) + _scalar(v) * x.shape[0]
             n += x.shape[0]
+    if n == 0:
+        raise ValueError("evaluate got no batches (an empty dataset?): there is nothing to average")
     return {k: v / n for k, v in sums.items()}
 
 
@@ -187,12 +234,14 @@ def fit_or_load(name: str, model: torch.nn.Module, config: Mapping, run: Callabl
     a checkpoint trained with exactly ``config`` exists, load that model and its history instead.
 
     ``config`` should hold everything that changes the trained weights (architecture, epochs,
-    learning rate, data size, seed). The history is saved inside the checkpoint, so the figures
+    learning rate, data size, seed). A file under ``name`` that cannot be read is renamed aside
+    (``<name>.pt.unreadable-<time>``) and said so, not overwritten. The history is saved inside the checkpoint, so the figures
     of a reused run are the figures of the run that trained it. Either way the model comes back
     in eval mode (batch norm uses its running statistics), as a loaded checkpoint does.
     """
     from . import checkpoints  # local import: checkpoints does not need the training loop
 
+    checkpoints.set_aside_if_unreadable(name)  # an unreadable file is kept, never overwritten
     if reuse and checkpoints.matching_checkpoint(name, config):
         loaded, payload = checkpoints.load_checkpoint(name, device)
         history = History.from_state_dict(payload["extra"]["history"])
