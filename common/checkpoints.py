@@ -4,12 +4,18 @@ A checkpoint is one ``.pt`` file in ``data/checkpoints/<profile>/`` (``smoke``, 
 holding plain containers only: the model's class name and constructor arguments, its
 ``state_dict``, the notebook config that trained it, and optional extras (a training history).
 
-- Writing is atomic: the file is written next to its target, flushed to disk, then renamed over
-  it, so an interrupted save never leaves a half-written checkpoint behind.
+- Writing is atomic: the file is written to a uniquely named temporary file next to its target,
+  flushed to disk, read back, then renamed over it, so an interrupted save never leaves a
+  half-written checkpoint behind. Ctrl-C during the write ends as ``KeyboardInterrupt`` after the
+  temporary file is removed; temporary files of killed processes are removed by the next save.
+- Configs and extras are stored as plain values (NumPy scalars become numbers, paths strings);
+  anything a safe load could not read back is refused at save time, naming its key.
 - Loading uses ``torch.load(weights_only=True)``, which refuses to unpickle arbitrary objects:
-  the class is looked up in :data:`MODELS`, a registry of the course's own model classes.
-- A corrupt file, an unknown class, weights that do not fit, or a config that differs from the
-  one expected raises :class:`CheckpointError` naming the file and the fix.
+  the class is looked up in :data:`MODELS`, a registry of the course's own model classes, and the
+  stored constructor arguments are checked against its signature and, on the ``meta`` device
+  (no memory), against the stored weights' shapes before the model is built.
+- A corrupt file, an unknown class, arguments or weights that do not fit, or a config that differs
+  from the one expected raises :class:`CheckpointError` naming the file and the fix.
 
 Model classes opt in with the :func:`register` decorator, which records the arguments each
 instance was built with in ``model.hparams`` (so no class copies them by hand).
@@ -21,10 +27,16 @@ import dataclasses
 import functools
 import inspect
 import os
+import pickle
+import signal
+import tempfile
+import threading
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
 import torch
 
 from . import runtime
@@ -61,12 +73,86 @@ def register(cls: type[torch.nn.Module]) -> type[torch.nn.Module]:
     return cls
 
 
+def plain(value: Any, where: str = "value") -> Any:
+    """``value`` as what ``torch.load(weights_only=True)`` reads back: numbers, strings, None,
+    tensors, and lists, tuples and dicts of them. NumPy scalars and arrays become numbers and
+    tensors, paths and torch dtypes/devices strings; anything else is a :class:`CheckpointError`
+    naming ``where`` (e.g. ``config['act']``)."""
+    if isinstance(value, np.generic):  # first: np.float64 is also a float, but pickles as NumPy
+        return value.item()
+    if value is None:
+        return None
+    for base in (bool, int, float, str):  # subclasses (an IntEnum, a str Enum) as their base type
+        if isinstance(value, base):
+            return base(value)
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(value))
+    if isinstance(value, (os.PathLike, torch.dtype, torch.device)):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        items = [plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return items if isinstance(value, list) else tuple(items)
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, (str, int)):
+                raise CheckpointError(f"{where} has the key {k!r} ({type(k).__name__}); use strings or ints as keys")
+            out[k] = plain(v, f"{where}[{k!r}]")
+        return out
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return plain(dataclasses.asdict(value), where)
+    raise CheckpointError(f"{where} is a {type(value).__name__} ({value!r:.60}), which a safe load "
+                          "(weights_only=True) cannot read back; store a plain value instead (a number, a "
+                          "string such as its name, or a list/dict of those)")
+
+
 def _as_dict(config: Any) -> dict:
     if config is None:
         return {}
     if dataclasses.is_dataclass(config):
-        return dataclasses.asdict(config)
-    return dict(config)
+        return plain(dataclasses.asdict(config), "config")
+    return plain(dict(config), "config")
+
+
+@contextmanager
+def _signals_deferred():
+    """Hold Ctrl-C (SIGINT) and SIGTERM while the block runs and deliver them when it ends, so a
+    signal can neither land inside torch's zip writer (which turns it into a RuntimeError) nor skip
+    the clean-up. Only the main thread can set handlers; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    wanted = [s for s in (signal.SIGINT, getattr(signal, "SIGTERM", None))
+              if s is not None and signal.getsignal(s) is not None]  # None: set outside Python, left alone
+    previous = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in wanted}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        for s in dict.fromkeys(caught):
+            signal.raise_signal(s)  # now handled as usual: SIGINT raises KeyboardInterrupt here
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Delete ``.<name>.<pid>.*.tmp`` files next to ``path`` left by processes that no longer run."""
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2:].split(".")[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            tmp.unlink(missing_ok=True)
 
 
 def checkpoint_path(name: str | Path) -> Path:
@@ -88,19 +174,27 @@ def save_checkpoint(model: torch.nn.Module, name: str | Path, config: Any = None
     payload = {
         "format": FORMAT,
         "model_class": type(model).__name__,
-        "model_kwargs": dict(model.hparams),
+        "model_kwargs": plain(dict(model.hparams), "model_kwargs"),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "config": _as_dict(config),
-        "extra": extra,
+        "extra": plain(extra, "extra"),
         "torch_version": str(torch.__version__),
         "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    _remove_stale_temporaries(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(tmp_name)
     try:
-        with open(tmp, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
+        with _signals_deferred():
+            with os.fdopen(fd, "wb") as f:
+                torch.save(payload, f)
+                f.flush()
+                os.fsync(f.fileno())
+            try:  # what was written must load back safely, or it is not saved
+                torch.load(tmp, map_location="cpu", weights_only=True, mmap=True)
+            except Exception as err:  # noqa: BLE001
+                raise CheckpointError(f"{path} was not saved: the file written cannot be loaded back safely "
+                                      f"({type(err).__name__}); an extra or config value is not plain") from None
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -116,8 +210,14 @@ def read_checkpoint(name: str | Path) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - truncated zip, pickle error, wrong file...
-        raise CheckpointError(f"{path} is corrupt or not a course checkpoint ({type(err).__name__}: "
-                              f"{err}). Delete it and re-run the notebook that trains it.") from err
+        if isinstance(err, pickle.UnpicklingError) or "Weights only load failed" in str(err):
+            why = ("it holds Python objects that a safe load refuses to rebuild (the course only writes "
+                   "tensors and plain values, so this file was written by other code or altered)")
+        else:  # torch's first line, without any advice to turn the safe load off
+            first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+            why = f"{type(err).__name__}: {first}" if "weights_only" not in first else type(err).__name__
+        raise CheckpointError(f"{path} is corrupt or not a course checkpoint ({why}). Delete it and "
+                              "re-run the notebook that trains it.") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a {FORMAT} file. Delete it and re-run the notebook "
                               "that trains it.")
@@ -125,7 +225,9 @@ def read_checkpoint(name: str | Path) -> dict:
 
 
 def config_differences(saved: Mapping, expected: Mapping) -> list[str]:
-    """Human-readable list of keys whose values differ between two config dicts."""
+    """Human-readable list of keys whose values differ between two config dicts (both compared
+    as stored: see :func:`plain`)."""
+    saved, expected = plain(dict(saved), "config"), plain(dict(expected), "config")
     keys = sorted(set(saved) | set(expected))
     return [f"{k}: checkpoint has {saved.get(k, '<missing>')!r}, expected {expected.get(k, '<missing>')!r}"
             for k in keys if saved.get(k, "<missing>") != expected.get(k, "<missing>")]
@@ -151,14 +253,59 @@ def load_checkpoint(name: str | Path, device: torch.device | str = "cpu",
         raise CheckpointError(f"{path} holds a {payload['model_class']}, which no imported module "
                               f"registers (known: {', '.join(sorted(MODELS)) or 'none'}). Import the "
                               "module that defines it first.")
-    with torch.random.fork_rng(devices=[]):  # the random init is overwritten: leave the caller's
-        model = cls(**payload["model_kwargs"])  # random numbers (training noise, shuffles) untouched
+    kwargs, weights = payload.get("model_kwargs"), payload.get("state_dict")
+    if not isinstance(kwargs, dict) or not isinstance(weights, dict):
+        raise CheckpointError(f"{path} lacks its constructor arguments or weights; delete it and retrain")
     try:
-        model.load_state_dict(payload["state_dict"])
-    except RuntimeError as err:
-        raise CheckpointError(f"{path}: the saved weights do not fit {cls.__name__}"
-                              f"({payload['model_kwargs']}): {err}") from err
+        inspect.signature(cls).bind(**kwargs)
+    except TypeError as err:
+        raise CheckpointError(f"{path}: its constructor arguments do not fit {cls.__name__}"
+                              f"{inspect.signature(cls)}: {err}. The file is from another version of the "
+                              "course or was altered; delete it and retrain") from None
+    _check_shapes_without_memory(path, cls, kwargs, weights)
+    with torch.random.fork_rng(devices=[]):  # the random init is overwritten: leave the caller's
+        model = cls(**kwargs)                # random numbers (training noise, shuffles) untouched
+    model.load_state_dict(weights)
     return model.to(device).eval(), payload
+
+
+def _check_shapes_without_memory(path: Path, cls: type, kwargs: dict, weights: dict) -> None:
+    """Build ``cls(**kwargs)`` on the ``meta`` device (shapes only, no memory) and compare its
+    parameters and buffers with the stored weights, so that a file can neither make the loader
+    allocate a model larger than the weights it holds nor load weights that do not fit."""
+    try:
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):
+            expected = {k: tuple(v.shape) for k, v in cls(**kwargs).state_dict().items()}
+    except Exception as err:  # noqa: BLE001 - any constructor failure: bad values in the file
+        raise CheckpointError(f"{path}: {cls.__name__}(**{kwargs!r:.200}) cannot be built "
+                              f"({type(err).__name__}: {str(err)[:200]}); delete the file and retrain") from None
+    stored = {k: tuple(v.shape) for k, v in weights.items() if torch.is_tensor(v)}
+    if expected != stored:
+        missing, unexpected = sorted(set(expected) - set(stored)), sorted(set(stored) - set(expected))
+        wrong = [f"{k} {stored[k]} (model {expected[k]})" for k in expected if k in stored and stored[k] != expected[k]]
+        parts = ([f"missing {', '.join(missing[:4])}"] if missing else []) + \
+                ([f"unexpected {', '.join(unexpected[:4])}"] if unexpected else []) + \
+                ([f"shapes {', '.join(wrong[:4])}"] if wrong else [])
+        raise CheckpointError(f"{path}: the saved weights do not fit {cls.__name__}({kwargs!r:.200}): "
+                              f"{'; '.join(parts)}. Delete the file and retrain")
+
+
+def set_aside_if_unreadable(name: str | Path) -> Path | None:
+    """If a file exists under ``name`` but cannot be read as a checkpoint, rename it to
+    ``<name>.pt.unreadable-<UTC time>`` (never delete what a learner may want to inspect) and
+    return the new path; otherwise return None."""
+    path = checkpoint_path(name)
+    if not path.exists():
+        return None
+    try:
+        read_checkpoint(path)
+        return None
+    except CheckpointError as err:
+        aside = path.with_name(f"{path.name}.unreadable-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}")
+        os.replace(path, aside)
+        print(f"{path} cannot be read as a checkpoint, so it was kept as {aside.name} (inspect or delete it) "
+              f"and a new one will be written. Why: {str(err)[len(str(path)) + 1:][:160]}")
+        return aside
 
 
 def matching_checkpoint(name: str | Path, config: Any) -> bool:
