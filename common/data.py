@@ -23,8 +23,9 @@ import torch
 import torch.nn.functional as F
 
 from . import runtime
+from .layers import check_count
 from .sources import (DIGITS, FASHION_MNIST_CLASSES, IDX_FILES, LABELLED, SPLITS,  # noqa: F401 (re-exported)
-                      DatasetNotFoundError, read_idx, reader)
+                      CorruptDatasetError, DatasetNotFoundError, read_idx, reader)
 
 MNIST_CLASSES = DIGITS
 
@@ -73,6 +74,8 @@ class ImageData:
 
     def subset(self, n: int | None) -> "ImageData":
         """The first ``n`` items (every split is stored in random order), or all if ``n`` is None."""
+        if n is not None:
+            n = check_count(n, "subset(n): n")
         if n is None or n >= len(self):
             return self
         attributes = None if self.attributes is None else self.attributes[:n]
@@ -86,6 +89,7 @@ class ImageData:
     def by_class(self, per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The first ``per_class`` images of each class, class by class (for figures). Without
         labels: the first ``per_class * 10`` images (one figure row of ``per_class``, ten rows)."""
+        per_class = check_count(per_class, "by_class(per_class): per_class")
         if not self.labelled:
             return self[:per_class * 10]
         idx = torch.cat([torch.nonzero(self.labels == c).flatten()[:per_class]
@@ -173,11 +177,23 @@ def load_dataset(name: str = "fashion_mnist", split: str = "train", image_size: 
                  limit: int | None = None) -> ImageData:
     """Load a split into memory on ``device``; ``limit`` keeps the first N (a random subset),
     ``image_size`` resizes to that side (default: the dataset's own, 64 for folders of images)."""
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a dataset name such as 'fashion_mnist', got {type(name).__name__}")
     key, read = reader(name)
     if split not in SPLITS:
         raise ValueError(f"Unknown split {split!r}; use one of {SPLITS}")
+    if limit is not None:
+        limit = check_count(limit, "limit (the number of images to keep; None for all)")
+    if image_size is not None:
+        image_size = check_count(image_size, "image_size (the side in pixels; None for the dataset's own)")
+        if image_size < 4:
+            raise ValueError(f"image_size must be at least 4 pixels, got {image_size}")
     root = Path(root) if root is not None else runtime.data_dir()
     raw = read(split, root, image_size, limit)
+    if raw.classes and len(raw.labels) and not 0 <= int(raw.labels.min()) <= int(raw.labels.max()) < len(raw.classes):
+        raise CorruptDatasetError(f"{raw.source}: labels must be class indices 0-{len(raw.classes) - 1}, found "
+                                  f"{int(raw.labels.min())} to {int(raw.labels.max())}; the files are damaged or "
+                                  "mixed up: delete them and fetch them again")
     images, labels = raw.images[:limit], raw.labels[:limit]
     images = _as_tensor(images, torch.uint8, device)
     if image_size is not None and images.shape[-1] != image_size:

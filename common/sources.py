@@ -26,6 +26,8 @@ import json
 import os
 import shutil
 import uuid
+import warnings
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +51,11 @@ ORDER_SEED = 0    # the fixed shuffle of every decoded split
 
 class DatasetNotFoundError(FileNotFoundError):
     """No copy of a dataset could be found or downloaded; the message says what was tried."""
+
+
+class CorruptDatasetError(ValueError):
+    """A dataset file exists but cannot be what it claims to be; the message names the file and
+    the fix (delete it and fetch it again)."""
 
 
 @dataclass
@@ -81,23 +88,31 @@ def _try_download(label: str, fn: Callable[[], object], tried: list[str]) -> boo
 
 
 # --------------------------------------------------------------------------- IDX (MNIST format)
+REFETCH = "delete it and run again (it is downloaded when there is a network), or copy a good copy there"
+
+
 def read_idx(path: str | Path) -> np.ndarray:
     """Read an IDX file (the MNIST format), gzipped or not, into a uint8 array.
 
     The header is two zero bytes, a type code (0x08 = unsigned byte), the number of dimensions,
-    then one big-endian int32 per dimension.
+    then one big-endian int32 per dimension. A damaged file is a :class:`CorruptDatasetError`.
     """
     path = Path(path)
-    raw = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
+    try:
+        with (gzip.open(path) if path.suffix == ".gz" else open(path, "rb")) as f:
+            raw = f.read()
+    except (OSError, EOFError, zlib.error) as err:  # gzip.BadGzipFile is an OSError
+        raise CorruptDatasetError(f"{path} is damaged: {type(err).__name__}: {err}; {REFETCH}") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise ValueError(f"{path} is not an IDX file of unsigned bytes (bad header {raw[:4]!r}); "
-                         "delete it and let the loader fetch a fresh copy")
+        raise CorruptDatasetError(f"{path} is not an IDX file of unsigned bytes (header {raw[:4]!r}); {REFETCH}")
     ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise CorruptDatasetError(f"{path} is truncated inside its header; {REFETCH}")
     shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">i4", count=ndim, offset=4))
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
-    if data.size != int(np.prod(shape)):
-        raise ValueError(f"{path} is truncated: header says {shape}, found {data.size} bytes; "
-                         "delete it and fetch it again")
+    if min(shape, default=0) < 0 or data.size != int(np.prod(shape)):
+        raise CorruptDatasetError(f"{path} is truncated or damaged: its header says {shape} ({int(np.prod(shape)):,} bytes), but it "
+                                  f"holds {data.size:,}; {REFETCH}")
     return data.reshape(shape)
 
 
@@ -108,13 +123,26 @@ def _idx_file(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def _read_idx_split(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray] | None:
+def _read_idx_split(folder: Path, split: str, n_classes: int = 10, side: int = 28
+                    ) -> tuple[np.ndarray, np.ndarray] | None:
+    """(images (N, 1, side, side), labels (N,)) of a split's two IDX files, each checked: images
+    must be a rank-3 file of side x side images, labels a rank-1 file of class indices."""
     files = [_idx_file(folder, stem) for stem in IDX_FILES[split]]
     if None in files:
         return None
     images, labels = (read_idx(f) for f in files)
+    if images.ndim != 3 or images.shape[1:] != (side, side):
+        raise CorruptDatasetError(f"{files[0]} should hold {side}x{side} images (rank 3), but holds an array "
+                                  f"shaped {images.shape}; is it another file under this name? {REFETCH}")
+    if labels.ndim != 1:
+        raise CorruptDatasetError(f"{files[1]} should hold one label per image (rank 1), but holds an array "
+                                  f"shaped {labels.shape}; {REFETCH}")
     if len(images) != len(labels):
-        raise ValueError(f"{folder}: {len(images)} images but {len(labels)} labels for {split!r}")
+        raise CorruptDatasetError(f"{folder}: {len(images)} images but {len(labels)} labels for {split!r}; "
+                                  f"one of the two files is from another split or damaged; {REFETCH}")
+    if len(labels) and int(labels.max()) >= n_classes:
+        raise CorruptDatasetError(f"{files[1]} has labels up to {int(labels.max())}, but the dataset has "
+                                  f"{n_classes} classes (0-{n_classes - 1}); {REFETCH}")
     return images[:, None], labels  # add the channel axis: (N, 1, 28, 28)
 
 
@@ -123,13 +151,22 @@ def _idx_reader(name: str, folder_name: str, tv_class: str, classes: tuple[str, 
     """A reader for an MNIST-format dataset: local folders first, then a torchvision download."""
 
     def read(split: str, root: Path, image_size: int | None, limit: int | None) -> RawSplit:
-        tried = []
+        tried, damaged = [], []
         local = root / folder_name / "raw"
         for folder in [local] + ([debian_dir] if debian_dir else []):
-            found = _read_idx_split(folder, split)
+            try:
+                found = _read_idx_split(folder, split, len(classes))
+            except CorruptDatasetError as err:  # a damaged copy must not hide a good one further on
+                damaged.append(str(err))
+                tried.append(f"{folder}: damaged")
+                continue
             if found is not None:
+                if damaged:
+                    warnings.warn(f"{name}: used {folder}, because " + "; and ".join(damaged))
                 return RawSplit(*found, classes, name, name, source=str(folder))
             tried.append(f"{folder}: no {' / '.join(IDX_FILES[split])} (.gz)")
+        if damaged:  # a download would see the damaged files in place and keep them
+            raise CorruptDatasetError("; and ".join(damaged) + "\nTried:\n  - " + "\n  - ".join(tried))
         import torchvision.datasets as tvd
         if _try_download(f"torchvision {tv_class} download into {root}",
                          lambda: getattr(tvd, tv_class)(root=str(root), train=(split == "train"), download=True), tried):
@@ -162,10 +199,13 @@ def _read_svhn(split: str, root: Path, image_size: int | None, limit: int | None
         mat = loadmat(path)
         x, y = mat["X"], mat["y"].astype(np.int64).reshape(-1)
     except Exception as err:  # noqa: BLE001
-        raise ValueError(f"{path} is not a readable SVHN .mat file ({type(err).__name__}: {err}); "
-                         "delete it and download it again") from err
+        raise CorruptDatasetError(f"{path} is not a readable SVHN .mat file ({type(err).__name__}: "
+                                  f"{str(err)[:160]}); {REFETCH}") from None
     if x.ndim != 4 or x.shape[:3] != (32, 32, 3) or x.shape[3] != len(y):
-        raise ValueError(f"{path}: expected X of shape (32, 32, 3, N) and N labels, got {x.shape} and {len(y)}")
+        raise CorruptDatasetError(f"{path}: expected X of shape (32, 32, 3, N) and N labels, got {x.shape} "
+                                  f"and {len(y)}; {REFETCH}")
+    if len(y) and (y.min() < 1 or y.max() > 10):
+        raise CorruptDatasetError(f"{path}: SVHN labels run from 1 to 10, found {y.min()} to {y.max()}; {REFETCH}")
     y[y == 10] = 0  # SVHN labels the digit 0 as 10
     return RawSplit(np.ascontiguousarray(x.transpose(3, 2, 0, 1)), y, DIGITS, "svhn", "svhn", source=str(path))
 
@@ -191,7 +231,13 @@ def _decode_one(path: Path, size: int) -> np.ndarray:
     """One image file -> (3, size, size) uint8: RGB, centre-cropped to a square, resized."""
     from PIL import Image
 
-    with Image.open(path) as img:
+    try:
+        img = Image.open(path)
+        img.load()
+    except Exception as err:  # noqa: BLE001 - PIL raises many kinds for a damaged file
+        raise CorruptDatasetError(f"{path} is not a readable image ({type(err).__name__}: {str(err)[:120]}); "
+                                  "delete or replace it") from None
+    with img:
         img = img.convert("RGB")
         w, h = img.size
         s = min(w, h)
