@@ -40,6 +40,30 @@ class FeatureExtractor:
         raise NotImplementedError
 
 
+def check_images(images, who: str) -> torch.Tensor:
+    """``images`` as float (N, C, H, W) in [0, 1]: uint8 is converted (/255); floats outside
+    [0, 1] (a GAN's [-1, 1], or 0-255 values), NaN, or another rank are refused with the fix."""
+    if not torch.is_tensor(images):
+        raise TypeError(f"{who} takes a tensor of images (N, C, H, W), got {type(images).__name__}")
+    if images.ndim != 4:
+        raise ValueError(f"{who} takes images shaped (N, C, H, W), got shape {tuple(images.shape)}"
+                         + ("; add the channel axis with x.unsqueeze(1)" if images.ndim == 3 else ""))
+    if images.dtype == torch.uint8:
+        return images.float().div_(255)
+    if not images.is_floating_point():
+        raise TypeError(f"{who} takes float images in [0, 1] or uint8 pixels, got {images.dtype}")
+    if images.numel() == 0:
+        return images
+    lo, hi = (float(v) for v in torch.aminmax(images.detach()))
+    if lo != lo or hi != hi:
+        raise ValueError(f"{who} got images containing NaN; FID of such images means nothing")
+    if lo < -1e-3 or hi > 1 + 1e-3:
+        fix = ("pixels in 0-255 become [0, 1] with x / 255" if hi > 2 else
+               "[-1, 1] images (a generator's Tanh output) become [0, 1] with (x + 1) / 2")
+        raise ValueError(f"{who} takes images in [0, 1], got values in [{lo:.3g}, {hi:.3g}]; {fix}")
+    return images
+
+
 def _file_hash(path: Path, algorithm: str = "sha256") -> str:
     h = hashlib.new(algorithm)
     with open(path, "rb") as f:
@@ -135,9 +159,11 @@ class InceptionExtractor(FeatureExtractor):
         return self._resize[key]
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 1 or 3, H, W) in [0, 1] -> (B, 3, 299, 299) in [-1, 127/128], the network's input."""
-        if images.ndim != 4 or images.shape[1] not in (1, 3):
-            raise ValueError(f"expected images shaped (B, 1 or 3, H, W), got {tuple(images.shape)}")
+        """(B, 1 or 3, H, W) in [0, 1] (or uint8) -> (B, 3, 299, 299) in [-1, 127/128], the network's input."""
+        images = check_images(images, "the Inception extractor")
+        if images.shape[1] not in (1, 3):
+            raise ValueError(f"the Inception extractor takes grey or RGB images (1 or 3 channels), got "
+                             f"{images.shape[1]} channels")
         x = images.to(self.device, torch.float32).clamp(0, 1).mul(255).round()
         x = self._matrix(x.shape[2]) @ x @ self._matrix(x.shape[3]).T
         x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
@@ -195,6 +221,7 @@ class DomainExtractor(FeatureExtractor):
 
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        images = check_images(images, "the domain extractor")
         if tuple(images.shape[1:]) != self.image_shape:
             raise ValueError(f"the domain classifier was trained on {self.image_shape} images, got "
                              f"{tuple(images.shape[1:])}; use the Inception extractor for other shapes")

@@ -20,7 +20,9 @@ comparable: every result carries its extractor and N so that nobody compares the
 from __future__ import annotations
 
 import os
+import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -90,14 +92,28 @@ class FIDStats:
     n: int
     extractor_id: str
     source: str = ""
+    image_shape: tuple = ()   # (C, H, W) of the images, () if unknown
+
+    def __post_init__(self):
+        d = np.shape(self.mu)
+        if len(d) != 1 or np.shape(self.sigma) != (d[0], d[0]):
+            raise ValueError(f"FID statistics need mu (d,) and sigma (d, d), got {np.shape(self.mu)} and "
+                             f"{np.shape(self.sigma)}")
+        if not (np.isfinite(self.mu).all() and np.isfinite(self.sigma).all()):
+            raise ValueError(f"FID statistics of {self.source or 'a set'} contain NaN or infinite values")
+        self.image_shape = tuple(int(v) for v in self.image_shape)
 
     @classmethod
-    def from_features(cls, features, extractor_id: str = "", source: str = "") -> "FIDStats":
+    def from_features(cls, features, extractor_id: str = "", source: str = "",
+                      image_shape: tuple = ()) -> "FIDStats":
         """The mean and (unbiased) covariance of (n, d) feature vectors, in float64."""
         x = _as_float64(features)
         if x.ndim != 2 or len(x) < 2:
             raise ValueError(f"need (n, d) features with n >= 2, got shape {x.shape}")
-        return cls(x.mean(0), np.cov(x, rowvar=False), len(x), extractor_id, source)
+        if not np.isfinite(x).all():
+            raise ValueError(f"the features of {source or 'a set'} contain NaN or infinite values; the images "
+                             "or the extractor's weights are broken")
+        return cls(x.mean(0), np.cov(x, rowvar=False), len(x), extractor_id, source, image_shape)
 
     def distance(self, other: "FIDStats") -> float:
         """The Fréchet distance between this Gaussian and ``other``'s (same extractor only)."""
@@ -108,30 +124,55 @@ class FIDStats:
         return frechet_distance(self.mu, self.sigma, other.mu, other.sigma)
 
     def save(self, path: str | Path) -> Path:
-        """Atomically write an ``.npz`` (plain arrays and strings, loaded without pickle)."""
+        """Atomically write an ``.npz`` (plain arrays and strings, loaded without pickle): a
+        uniquely named temporary file, flushed to disk, then renamed over ``path``."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, mu=self.mu, sigma=self.sigma, n=self.n, extractor_id=self.extractor_id,
-                 source=self.source)
-        os.replace(tmp, path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, mu=self.mu, sigma=self.sigma, n=self.n, extractor_id=self.extractor_id,
+                         source=self.source, image_shape=np.asarray(self.image_shape, dtype=np.int64))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> "FIDStats":
-        with np.load(path, allow_pickle=False) as f:
-            return cls(f["mu"], f["sigma"], int(f["n"]), str(f["extractor_id"]), str(f["source"]))
+        """Read a file written by :meth:`save`; a damaged one raises ValueError naming it."""
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                shape = tuple(f["image_shape"]) if "image_shape" in f.files else ()
+                return cls(f["mu"], f["sigma"], int(f["n"]), str(f["extractor_id"]), str(f["source"]), shape)
+        except Exception as err:  # noqa: BLE001 - truncated, empty, not a zip, missing keys, NaN
+            raise ValueError(f"{path} is not readable FID statistics ({type(err).__name__}: {str(err)[:150]})") from None
 
 
 # --------------------------------------------------------------------------- features of image sets
 
 
 def _describe(source) -> str:
+    """A short name for a source, never its contents."""
     if isinstance(source, GenerativeModel):
         return f"samples of {type(source).__name__}"
-    if hasattr(source, "split") and hasattr(source, "name"):
+    if torch.is_tensor(source):
+        return f"a tensor of {len(source):,} images" if source.ndim else "a scalar tensor"
+    if isinstance(getattr(source, "name", None), str) and isinstance(getattr(source, "split", None), str):
         return f"{source.name}/{source.split}"
-    return "images"
+    return type(source).__name__
+
+
+def _image_shape(source) -> tuple:
+    """(C, H, W) of a source's images, or () if it cannot be known without computing them."""
+    if isinstance(source, FIDStats):
+        return source.image_shape
+    if torch.is_tensor(source):
+        return tuple(source.shape[1:]) if source.ndim == 4 else ()
+    shape = getattr(source, "image_shape", ())
+    return tuple(shape) if isinstance(shape, (tuple, list)) else ()
 
 
 def _batches(source, n: int, batch_size: int, seed: int):
@@ -164,8 +205,8 @@ def extract_features(source, n: int, extractor: FeatureExtractor, *, seed: int =
     """(n, dim) float64 features on the CPU of ``n`` images of ``source``: a generator (samples
     drawn under ``seed``, class-balanced if conditional), an image tensor or a dataset (a random
     subset chosen by ``seed`` when it has more). ``name`` labels the progress bar."""
-    if n < 2:
-        raise ValueError(f"FID needs N >= 2 images per set, got {n}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise ValueError(f"FID needs a whole number N >= 2 of images per set, got {n!r}")
     bar = tqdm(total=n, unit="img", disable=not progress,
                desc=f"{extractor.name} features of {name or _describe(source)}, N={n:,}")
     device = _device(source)
@@ -176,14 +217,18 @@ def extract_features(source, n: int, extractor: FeatureExtractor, *, seed: int =
             out.append(extractor(images).to("cpu", torch.float64))
             bar.update(len(images))
     bar.close()
-    return torch.cat(out)
+    feats = torch.cat(out)
+    if not torch.isfinite(feats).all():
+        raise ValueError(f"{extractor.name} features of {name or _describe(source)} contain NaN or infinite "
+                         "values; check the images (a model with NaN weights?) and the extractor's weights")
+    return feats
 
 
 def compute_stats(source, n: int, extractor: FeatureExtractor, *, seed: int = 0,
                   progress: bool = True, name: str | None = None) -> FIDStats:
     """Mean and covariance of the features of ``n`` images of ``source`` (see :func:`extract_features`)."""
     feats = extract_features(source, n, extractor, seed=seed, progress=progress, name=name)
-    return FIDStats.from_features(feats, extractor.id, name or _describe(source))
+    return FIDStats.from_features(feats, extractor.id, name or _describe(source), _image_shape(source))
 
 
 def stats_cache_dir() -> Path:
@@ -201,8 +246,9 @@ def reference_stats(data, n: int, extractor: FeatureExtractor, *, seed: int = 0,
             stats = FIDStats.load(path)
             if stats.n == n and stats.extractor_id == extractor.id:
                 return stats
-        except (OSError, ValueError, KeyError):
-            pass  # unreadable: recompute and overwrite
+            warnings.warn(f"{path} holds statistics of N = {stats.n} from {stats.extractor_id}; recomputing it")
+        except ValueError as err:
+            warnings.warn(f"{err}; recomputing it")
     stats = compute_stats(data, n, extractor, seed=seed, progress=progress)
     stats.source = f"{data.name}/{data.split}"
     if cache:
@@ -265,6 +311,14 @@ def fid(source, reference, n: int = 10_000, extractor: "str | FeatureExtractor" 
     - ``name``: how the result and progress bar call the source (default: its class name).
     """
     start = time.perf_counter()
+    if not (isinstance(source, (GenerativeModel, FIDStats)) or torch.is_tensor(source) or hasattr(source, "labels")):
+        raise TypeError(f"fid() measures a generator, an image tensor (N, C, H, W), a dataset or FIDStats; "
+                        f"got {type(source).__name__}")
+    src_shape, ref_shape = _image_shape(source), _image_shape(reference)
+    if src_shape and ref_shape and src_shape != ref_shape:
+        raise ValueError(f"{_describe(source)} has images of {'x'.join(map(str, src_shape))} but the reference "
+                         f"{_describe(reference)} has {'x'.join(map(str, ref_shape))}: FID compares like with like. "
+                         "Load the reference with image_size=... (and the same channels), or sample at its size")
     if isinstance(extractor, FeatureExtractor):
         ext = extractor
     elif isinstance(reference, FIDStats):

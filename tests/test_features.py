@@ -40,7 +40,7 @@ def test_inception_preprocessing_follows_the_tensorflow_convention(inception):
     x = inception.preprocess(torch.tensor([0.0, 1.0, 0.5]).view(3, 1, 1, 1).expand(3, 1, 28, 28))
     assert x.shape == (3, 3, 299, 299)
     torch.testing.assert_close(x[:, 0, 0, 0], torch.tensor([-1.0, 127 / 128, 0.0]))  # 0.5 -> 128
-    with pytest.raises(ValueError, match="B, 1 or 3"):
+    with pytest.raises(ValueError, match="1 or 3 channels"):
         inception.preprocess(torch.zeros(1, 2, 28, 28))
 
 
