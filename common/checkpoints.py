@@ -29,6 +29,7 @@ import inspect
 import os
 import pickle
 import signal
+import socket
 import tempfile
 import threading
 from contextlib import contextmanager
@@ -46,7 +47,12 @@ MODELS: dict[str, type[torch.nn.Module]] = {}
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint is missing, corrupt, or does not match what the caller expects."""
+    """A checkpoint is missing, corrupt, or does not match what the caller expects; ``reason`` is
+    the cause in a few words, without the path and the fix."""
+
+    def __init__(self, message: str, reason: str = ""):
+        super().__init__(message)
+        self.reason = reason or message
 
 
 def register(cls: type[torch.nn.Module]) -> type[torch.nn.Module]:
@@ -73,11 +79,11 @@ def register(cls: type[torch.nn.Module]) -> type[torch.nn.Module]:
     return cls
 
 
-def plain(value: Any, where: str = "value") -> Any:
+def to_plain(value: Any, where: str = "value") -> Any:
     """``value`` as what ``torch.load(weights_only=True)`` reads back: numbers, strings, None,
-    tensors, and lists, tuples and dicts of them. NumPy scalars and arrays become numbers and
-    tensors, paths and torch dtypes/devices strings; anything else is a :class:`CheckpointError`
-    naming ``where`` (e.g. ``config['act']``)."""
+    tensors, and lists, tuples and dicts of them. NumPy scalars become numbers, NumPy arrays lists,
+    paths and torch dtypes/devices strings, dataclasses dicts; anything else is a
+    :class:`CheckpointError` naming ``where`` (e.g. ``config['act']``)."""
     if isinstance(value, np.generic):  # first: np.float64 is also a float, but pickles as NumPy
         return value.item()
     if value is None:
@@ -88,39 +94,39 @@ def plain(value: Any, where: str = "value") -> Any:
     if isinstance(value, torch.Tensor):
         return value.detach().cpu()
     if isinstance(value, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(value))
+        return value.tolist()
     if isinstance(value, (os.PathLike, torch.dtype, torch.device)):
         return str(value)
     if isinstance(value, (list, tuple)):
-        items = [plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        items = [to_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
         return items if isinstance(value, list) else tuple(items)
     if isinstance(value, dict):
         out = {}
         for k, v in value.items():
-            if not isinstance(k, (str, int)):
+            key = to_plain(k, f"{where} key {k!r}")
+            if not isinstance(key, (str, int)):
                 raise CheckpointError(f"{where} has the key {k!r} ({type(k).__name__}); use strings or ints as keys")
-            out[k] = plain(v, f"{where}[{k!r}]")
+            out[key] = to_plain(v, f"{where}[{key!r}]")
         return out
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return plain(dataclasses.asdict(value), where)
-    raise CheckpointError(f"{where} is a {type(value).__name__} ({value!r:.60}), which a safe load "
+        return to_plain(dataclasses.asdict(value), where)
+    raise CheckpointError(f"{where} is of type {type(value).__name__} ({value!r:.60}), which a safe load "
                           "(weights_only=True) cannot read back; store a plain value instead (a number, a "
                           "string such as its name, or a list/dict of those)")
 
 
-def _as_dict(config: Any) -> dict:
+def config_dict(config: Any) -> dict:
+    """A config (a dataclass, a mapping or None) as the plain dict a checkpoint stores."""
     if config is None:
         return {}
-    if dataclasses.is_dataclass(config):
-        return plain(dataclasses.asdict(config), "config")
-    return plain(dict(config), "config")
+    return to_plain(dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config), "config")
 
 
 @contextmanager
 def _signals_deferred():
     """Hold Ctrl-C (SIGINT) and SIGTERM while the block runs and deliver them when it ends, so a
-    signal can neither land inside torch's zip writer (which turns it into a RuntimeError) nor skip
-    the clean-up. Only the main thread can set handlers; elsewhere this does nothing."""
+    signal can neither land inside torch's zip writer (which turns it into a RuntimeError) nor
+    interrupt the clean-up. Only the main thread can set handlers; elsewhere this does nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -137,22 +143,28 @@ def _signals_deferred():
             signal.raise_signal(s)  # now handled as usual: SIGINT raises KeyboardInterrupt here
 
 
+_HOST = socket.gethostname().replace(".", "-")
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except (PermissionError, OSError):
+    except OSError:  # e.g. PermissionError: it exists, as another user's
         return True
     return True
 
 
 def _remove_stale_temporaries(path: Path) -> None:
-    """Delete ``.<name>.<pid>.*.tmp`` files next to ``path`` left by processes that no longer run."""
-    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
-        pid = tmp.name[len(path.name) + 2:].split(".")[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
-            tmp.unlink(missing_ok=True)
+    """Delete ``.<name>.<host>-<pid>.*.tmp`` files next to ``path`` that processes of this host
+    left behind and that no longer run (on a shared folder, other hosts' files are left alone)."""
+    prefix = f".{path.name}.{_HOST}-"
+    for tmp in path.parent.iterdir():
+        if tmp.name.startswith(prefix) and tmp.name.endswith(".tmp"):
+            pid = tmp.name[len(prefix):].split(".")[0]
+            if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+                tmp.unlink(missing_ok=True)
 
 
 def checkpoint_path(name: str | Path) -> Path:
@@ -174,18 +186,19 @@ def save_checkpoint(model: torch.nn.Module, name: str | Path, config: Any = None
     payload = {
         "format": FORMAT,
         "model_class": type(model).__name__,
-        "model_kwargs": plain(dict(model.hparams), "model_kwargs"),
+        "model_kwargs": to_plain(dict(model.hparams), "model_kwargs"),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "config": _as_dict(config),
-        "extra": plain(extra, "extra"),
+        "config": config_dict(config),
+        "extra": to_plain(extra, "extra"),
         "torch_version": str(torch.__version__),
         "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     _remove_stale_temporaries(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        with _signals_deferred():
+    with _signals_deferred():  # a Ctrl-C now ends as KeyboardInterrupt after the save, never inside it
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{_HOST}-{os.getpid()}.", suffix=".tmp",
+                                        dir=path.parent)
+        tmp = Path(tmp_name)
+        try:
             with os.fdopen(fd, "wb") as f:
                 torch.save(payload, f)
                 f.flush()
@@ -194,10 +207,10 @@ def save_checkpoint(model: torch.nn.Module, name: str | Path, config: Any = None
                 torch.load(tmp, map_location="cpu", weights_only=True, mmap=True)
             except Exception as err:  # noqa: BLE001
                 raise CheckpointError(f"{path} was not saved: the file written cannot be loaded back safely "
-                                      f"({type(err).__name__}); an extra or config value is not plain") from None
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+                                      f"({type(err).__name__}); a config or extra value is not plain") from None
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
     return path
 
 
@@ -209,6 +222,8 @@ def read_checkpoint(name: str | Path) -> dict:
                               "(its name is in the checkpoint's name) in the same mode first.")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, MemoryError):  # cannot read it here (permissions, memory): not the file's fault
+        raise
     except Exception as err:  # noqa: BLE001 - truncated zip, pickle error, wrong file...
         if isinstance(err, pickle.UnpicklingError) or "Weights only load failed" in str(err):
             why = ("it holds Python objects that a safe load refuses to rebuild (the course only writes "
@@ -217,20 +232,32 @@ def read_checkpoint(name: str | Path) -> dict:
             first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
             why = f"{type(err).__name__}: {first}" if "weights_only" not in first else type(err).__name__
         raise CheckpointError(f"{path} is corrupt or not a course checkpoint ({why}). Delete it and "
-                              "re-run the notebook that trains it.") from None
+                              "re-run the notebook that trains it.", why) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a {FORMAT} file. Delete it and re-run the notebook "
-                              "that trains it.")
+                              "that trains it.", f"not a {FORMAT} file")
     return payload
 
 
-def config_differences(saved: Mapping, expected: Mapping) -> list[str]:
-    """Human-readable list of keys whose values differ between two config dicts (both compared
-    as stored: see :func:`plain`)."""
-    saved, expected = plain(dict(saved), "config"), plain(dict(expected), "config")
-    keys = sorted(set(saved) | set(expected))
-    return [f"{k}: checkpoint has {saved.get(k, '<missing>')!r}, expected {expected.get(k, '<missing>')!r}"
-            for k in keys if saved.get(k, "<missing>") != expected.get(k, "<missing>")]
+def _same(a: Any, b: Any) -> bool:
+    """Equality of plain values that also holds for tensors (where == gives a tensor)."""
+    if torch.is_tensor(a) or torch.is_tensor(b):
+        return torch.is_tensor(a) and torch.is_tensor(b) and a.shape == b.shape and bool(torch.equal(a, b))
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(map(_same, a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return a == b
+
+
+def config_differences(saved: Mapping, expected: Any) -> list[str]:
+    """Human-readable list of keys whose values differ between two configs (both compared as
+    stored: see :func:`config_dict`)."""
+    saved, expected = config_dict(saved), config_dict(expected)
+    keys = sorted(set(saved) | set(expected), key=str)
+    missing = "<missing>"
+    return [f"{k}: checkpoint has {saved.get(k, missing)!r}, expected {expected.get(k, missing)!r}"
+            for k in keys if not _same(saved.get(k, missing), expected.get(k, missing))]
 
 
 def load_checkpoint(name: str | Path, device: torch.device | str = "cpu",
@@ -244,10 +271,17 @@ def load_checkpoint(name: str | Path, device: torch.device | str = "cpu",
     payload = read_checkpoint(name)
     path = checkpoint_path(name)
     if expect_config is not None:
-        diffs = config_differences(payload["config"], _as_dict(expect_config))
+        diffs = config_differences(payload["config"], expect_config)
         if diffs:
             raise CheckpointError(f"{path} was trained with another config:\n  "
                                   + "\n  ".join(diffs) + "\nRetrain it, or change the config back.")
+    return rebuild(payload, path, device), payload
+
+
+def rebuild(payload: dict, path: Path, device: torch.device | str = "cpu") -> torch.nn.Module:
+    """The model a payload of :func:`read_checkpoint` describes, on ``device`` and in eval mode.
+    Its constructor arguments are checked against the class's signature, and its shapes against
+    the stored weights on the ``meta`` device, before any memory is allocated."""
     cls = MODELS.get(payload["model_class"])
     if cls is None:
         raise CheckpointError(f"{path} holds a {payload['model_class']}, which no imported module "
@@ -266,7 +300,7 @@ def load_checkpoint(name: str | Path, device: torch.device | str = "cpu",
     with torch.random.fork_rng(devices=[]):  # the random init is overwritten: leave the caller's
         model = cls(**kwargs)                # random numbers (training noise, shuffles) untouched
     model.load_state_dict(weights)
-    return model.to(device).eval(), payload
+    return model.to(device).eval()
 
 
 def _check_shapes_without_memory(path: Path, cls: type, kwargs: dict, weights: dict) -> None:
@@ -290,22 +324,21 @@ def _check_shapes_without_memory(path: Path, cls: type, kwargs: dict, weights: d
                               f"{'; '.join(parts)}. Delete the file and retrain")
 
 
-def set_aside_if_unreadable(name: str | Path) -> Path | None:
-    """If a file exists under ``name`` but cannot be read as a checkpoint, rename it to
-    ``<name>.pt.unreadable-<UTC time>`` (never delete what a learner may want to inspect) and
-    return the new path; otherwise return None."""
+def read_or_set_aside(name: str | Path) -> dict | None:
+    """The payload under ``name``; None if there is no file, or if the file cannot be read as a
+    checkpoint: then it is renamed to ``<name>.pt.unreadable-<UTC time>`` (never deleted, a learner
+    may want to inspect it), so that a new checkpoint can take its place, and this is said."""
     path = checkpoint_path(name)
     if not path.exists():
         return None
     try:
-        read_checkpoint(path)
-        return None
+        return read_checkpoint(path)
     except CheckpointError as err:
         aside = path.with_name(f"{path.name}.unreadable-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}")
         os.replace(path, aside)
-        print(f"{path} cannot be read as a checkpoint, so it was kept as {aside.name} (inspect or delete it) "
-              f"and a new one will be written. Why: {str(err)[len(str(path)) + 1:][:160]}")
-        return aside
+        print(f"{path} cannot be read as a checkpoint ({err.reason}), so it was kept as {aside.name} "
+              "(inspect or delete it) and a new one will be written.")
+        return None
 
 
 def matching_checkpoint(name: str | Path, config: Any) -> bool:
@@ -314,4 +347,4 @@ def matching_checkpoint(name: str | Path, config: Any) -> bool:
         payload = read_checkpoint(name)
     except CheckpointError:
         return False
-    return not config_differences(payload["config"], _as_dict(config))
+    return not config_differences(payload["config"], config)

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from . import checkpoints, classifiers, runtime  # noqa: F401 -- classifiers registers ConvClassifier
+from .layers import check_input
 
 
 class FeatureExtractor:
@@ -43,24 +44,12 @@ class FeatureExtractor:
 def check_images(images, who: str) -> torch.Tensor:
     """``images`` as float (N, C, H, W) in [0, 1]: uint8 is converted (/255); floats outside
     [0, 1] (a GAN's [-1, 1], or 0-255 values), NaN, or another rank are refused with the fix."""
-    if not torch.is_tensor(images):
-        raise TypeError(f"{who} takes a tensor of images (N, C, H, W), got {type(images).__name__}")
-    if images.ndim != 4:
+    if torch.is_tensor(images) and images.ndim != 4:
         raise ValueError(f"{who} takes images shaped (N, C, H, W), got shape {tuple(images.shape)}"
                          + ("; add the channel axis with x.unsqueeze(1)" if images.ndim == 3 else ""))
-    if images.dtype == torch.uint8:
+    if torch.is_tensor(images) and images.dtype == torch.uint8:
         return images.float().div_(255)
-    if not images.is_floating_point():
-        raise TypeError(f"{who} takes float images in [0, 1] or uint8 pixels, got {images.dtype}")
-    if images.numel() == 0:
-        return images
-    lo, hi = (float(v) for v in torch.aminmax(images.detach()))
-    if lo != lo or hi != hi:
-        raise ValueError(f"{who} got images containing NaN; FID of such images means nothing")
-    if lo < -1e-3 or hi > 1 + 1e-3:
-        fix = ("pixels in 0-255 become [0, 1] with x / 255" if hi > 2 else
-               "[-1, 1] images (a generator's Tanh output) become [0, 1] with (x + 1) / 2")
-        raise ValueError(f"{who} takes images in [0, 1], got values in [{lo:.3g}, {hi:.3g}]; {fix}")
+    check_input(images, tuple(images.shape[1:]) if torch.is_tensor(images) else (), 0, 1, who)
     return images
 
 

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from . import runtime
 from .features import FeatureExtractor, extractor_for
-from .layers import GenerativeModel
+from .layers import GenerativeModel, check_count
 
 # --------------------------------------------------------------------------- the distance
 
@@ -148,7 +148,8 @@ class FIDStats:
                 shape = tuple(f["image_shape"]) if "image_shape" in f.files else ()
                 return cls(f["mu"], f["sigma"], int(f["n"]), str(f["extractor_id"]), str(f["source"]), shape)
         except Exception as err:  # noqa: BLE001 - truncated, empty, not a zip, missing keys, NaN
-            raise ValueError(f"{path} is not readable FID statistics ({type(err).__name__}: {str(err)[:150]})") from None
+            why = f"{type(err).__name__}: {str(err)[:150]}"
+            raise ValueError(f"{path} is not readable FID statistics ({why})") from None
 
 
 # --------------------------------------------------------------------------- features of image sets
@@ -205,8 +206,8 @@ def extract_features(source, n: int, extractor: FeatureExtractor, *, seed: int =
     """(n, dim) float64 features on the CPU of ``n`` images of ``source``: a generator (samples
     drawn under ``seed``, class-balanced if conditional), an image tensor or a dataset (a random
     subset chosen by ``seed`` when it has more). ``name`` labels the progress bar."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-        raise ValueError(f"FID needs a whole number N >= 2 of images per set, got {n!r}")
+    if check_count(n, "N (images per set)") < 2:
+        raise ValueError(f"FID needs N >= 2 images per set, got {n}")
     bar = tqdm(total=n, unit="img", disable=not progress,
                desc=f"{extractor.name} features of {name or _describe(source)}, N={n:,}")
     device = _device(source)

@@ -44,10 +44,22 @@ def _shape(shape) -> str:
     return "(B, " + ", ".join(map(str, shape)) + ")"
 
 
+def range_hint(lo: float, hi: float, low: float, high: float) -> str:
+    """How to bring a batch seen in [lo, hi] into [low, high] (the course's two ranges)."""
+    if hi > 2 and lo >= -1e-3:
+        return ("0-255 pixels become [0, 1] with x / 255" if low == 0 else
+                "0-255 pixels become [-1, 1] with common.gan.to_tanh_range(x / 255)")
+    if low == 0 and -1 - 1e-3 <= lo < 0 and hi <= 1 + 1e-3:
+        return "[-1, 1] images (a generator's Tanh output) become [0, 1] with (x + 1) / 2"
+    return (f"rescale it to [{low:g}, {high:g}]; if it was normalized (e.g. (x - mean) / std), undo that"
+            + (", then map [0, 1] to [-1, 1] with common.gan.to_tanh_range" if low == -1 else ""))
+
+
 def check_input(x: torch.Tensor, shape: tuple, low: float | None, high: float | None, who: str) -> None:
     """Refuse a batch that ``who`` cannot mean: not a float tensor shaped (B, *shape), or (when
     ``low``/``high`` are given) with values outside [low, high] or NaN. The message names what is
-    expected and the usual fix. The range check costs one small reduction per call."""
+    expected and the usual fix. The range check costs one small reduction (and, on a GPU, one
+    wait for its result) per call."""
     if not torch.is_tensor(x):
         raise TypeError(f"{who} expects a tensor of images shaped {_shape(shape)}, got {type(x).__name__}")
     if tuple(x.shape[1:]) != tuple(shape):
@@ -64,13 +76,8 @@ def check_input(x: torch.Tensor, shape: tuple, low: float | None, high: float | 
         raise ValueError(f"{who} got a batch that contains NaN")
     tol = 1e-3 * (high - low)
     if lo < low - tol or hi > high + tol:
-        if hi > 2:
-            fix = "pixels in 0-255 become [0, 1] with x / 255"
-        elif low == 0 and lo < 0:
-            fix = "[-1, 1] images (a GAN generator's Tanh output) become [0, 1] with (x + 1) / 2"
-        else:
-            fix = "[0, 1] images become [-1, 1] with x * 2 - 1 (common.gan.to_tanh_range)"
-        raise ValueError(f"{who} expects values in [{low:g}, {high:g}], got a batch in [{lo:.3g}, {hi:.3g}]; {fix}")
+        raise ValueError(f"{who} expects values in [{low:g}, {high:g}], got a batch in [{lo:.3g}, {hi:.3g}]; "
+                         f"{range_hint(lo, hi, low, high)}")
 
 
 def check_count(n, what: str = "n") -> int:

@@ -91,7 +91,7 @@ def _try_download(label: str, fn: Callable[[], object], tried: list[str]) -> boo
 REFETCH = "delete it and run again (it is downloaded when there is a network), or copy a good copy there"
 
 
-def read_idx(path: str | Path) -> np.ndarray:
+def read_idx(path: str | Path, fix: str = REFETCH) -> np.ndarray:
     """Read an IDX file (the MNIST format), gzipped or not, into a uint8 array.
 
     The header is two zero bytes, a type code (0x08 = unsigned byte), the number of dimensions,
@@ -101,18 +101,18 @@ def read_idx(path: str | Path) -> np.ndarray:
     try:
         with (gzip.open(path) if path.suffix == ".gz" else open(path, "rb")) as f:
             raw = f.read()
-    except (OSError, EOFError, zlib.error) as err:  # gzip.BadGzipFile is an OSError
-        raise CorruptDatasetError(f"{path} is damaged: {type(err).__name__}: {err}; {REFETCH}") from None
+    except (gzip.BadGzipFile, EOFError, zlib.error) as err:  # not PermissionError & co: the file may be fine
+        raise CorruptDatasetError(f"{path} is damaged: {type(err).__name__}: {err}; {fix}") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise CorruptDatasetError(f"{path} is not an IDX file of unsigned bytes (header {raw[:4]!r}); {REFETCH}")
+        raise CorruptDatasetError(f"{path} is not an IDX file of unsigned bytes (header {raw[:4]!r}); {fix}")
     ndim = raw[3]
     if len(raw) < 4 + 4 * ndim:
-        raise CorruptDatasetError(f"{path} is truncated inside its header; {REFETCH}")
+        raise CorruptDatasetError(f"{path} is truncated inside its header; {fix}")
     shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">i4", count=ndim, offset=4))
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if min(shape, default=0) < 0 or data.size != int(np.prod(shape)):
-        raise CorruptDatasetError(f"{path} is truncated or damaged: its header says {shape} ({int(np.prod(shape)):,} bytes), but it "
-                                  f"holds {data.size:,}; {REFETCH}")
+        raise CorruptDatasetError(f"{path} is truncated or damaged: its header says {shape} "
+                                  f"({int(np.prod(shape)):,} bytes), but it holds {data.size:,}; {fix}")
     return data.reshape(shape)
 
 
@@ -123,26 +123,26 @@ def _idx_file(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def _read_idx_split(folder: Path, split: str, n_classes: int = 10, side: int = 28
+def _read_idx_split(folder: Path, split: str, n_classes: int = 10, side: int = 28, fix: str = REFETCH
                     ) -> tuple[np.ndarray, np.ndarray] | None:
     """(images (N, 1, side, side), labels (N,)) of a split's two IDX files, each checked: images
     must be a rank-3 file of side x side images, labels a rank-1 file of class indices."""
     files = [_idx_file(folder, stem) for stem in IDX_FILES[split]]
     if None in files:
         return None
-    images, labels = (read_idx(f) for f in files)
+    images, labels = (read_idx(f, fix) for f in files)
     if images.ndim != 3 or images.shape[1:] != (side, side):
         raise CorruptDatasetError(f"{files[0]} should hold {side}x{side} images (rank 3), but holds an array "
-                                  f"shaped {images.shape}; is it another file under this name? {REFETCH}")
+                                  f"shaped {images.shape}; is it another file under this name? {fix}")
     if labels.ndim != 1:
         raise CorruptDatasetError(f"{files[1]} should hold one label per image (rank 1), but holds an array "
-                                  f"shaped {labels.shape}; {REFETCH}")
+                                  f"shaped {labels.shape}; {fix}")
     if len(images) != len(labels):
         raise CorruptDatasetError(f"{folder}: {len(images)} images but {len(labels)} labels for {split!r}; "
-                                  f"one of the two files is from another split or damaged; {REFETCH}")
+                                  f"one of the two files is from another split or damaged; {fix}")
     if len(labels) and int(labels.max()) >= n_classes:
         raise CorruptDatasetError(f"{files[1]} has labels up to {int(labels.max())}, but the dataset has "
-                                  f"{n_classes} classes (0-{n_classes - 1}); {REFETCH}")
+                                  f"{n_classes} classes (0-{n_classes - 1}); {fix}")
     return images[:, None], labels  # add the channel axis: (N, 1, 28, 28)
 
 
@@ -154,8 +154,10 @@ def _idx_reader(name: str, folder_name: str, tv_class: str, classes: tuple[str, 
         tried, damaged = [], []
         local = root / folder_name / "raw"
         for folder in [local] + ([debian_dir] if debian_dir else []):
+            fix = REFETCH if folder == local else ("this is the system's copy: reinstall it with "
+                                                   "sudo apt-get install --reinstall dataset-fashion-mnist")
             try:
-                found = _read_idx_split(folder, split, len(classes))
+                found = _read_idx_split(folder, split, len(classes), fix=fix)
             except CorruptDatasetError as err:  # a damaged copy must not hide a good one further on
                 damaged.append(str(err))
                 tried.append(f"{folder}: damaged")
@@ -232,18 +234,16 @@ def _decode_one(path: Path, size: int) -> np.ndarray:
     from PIL import Image
 
     try:
-        img = Image.open(path)
-        img.load()
+        with Image.open(path) as img:
+            img = img.convert("RGB")  # decodes the file
     except Exception as err:  # noqa: BLE001 - PIL raises many kinds for a damaged file
         raise CorruptDatasetError(f"{path} is not a readable image ({type(err).__name__}: {str(err)[:120]}); "
                                   "delete or replace it") from None
-    with img:
-        img = img.convert("RGB")
-        w, h = img.size
-        s = min(w, h)
-        left, top = (w - s) // 2, (h - s) // 2
-        img = img.crop((left, top, left + s, top + s)).resize((size, size), Image.Resampling.BILINEAR)
-        return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
+    w, h = img.size
+    s = min(w, h)
+    left, top = (w - s) // 2, (h - s) // 2
+    img = img.crop((left, top, left + s, top + s)).resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
 
 
 def cache_dir(root: Path) -> Path:

@@ -8,7 +8,7 @@ needs: a progress bar, per-step and per-epoch history, images/s, a guard against
 per-epoch callbacks (test metrics, sample snapshots) and a clean stop on Ctrl-C.
 
 A step guards each optimizer update with :func:`require_finite`: a NaN or infinite loss stops the
-run *before* the update, so the model keeps the last finite weights it had.
+run *before* the update, so no parameter is updated with it.
 
 Introduced in notebooks/01_vae.ipynb.
 """
@@ -17,12 +17,13 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import Callable, Iterable, Mapping
 
 import torch
 from tqdm.auto import tqdm
 
-from .layers import eval_mode
+from .layers import check_count, eval_mode
 
 Step = Callable[[torch.Tensor, torch.Tensor], Mapping[str, "torch.Tensor | float"]]
 EpochCallback = Callable[[int, "History"], "Mapping[str, float] | None"]
@@ -32,7 +33,8 @@ class NonFiniteLossError(FloatingPointError):
     """A loss became NaN or infinite; ``.history`` holds everything recorded up to that step.
 
     ``update_skipped`` is True when a step's :func:`require_finite` stopped it before the optimizer
-    update (the model holds finite weights), False when the loop found it after the step returned.
+    update (no parameter was updated with the bad loss), False when the loop found it after the
+    step had returned (its updates had run).
     """
 
     def __init__(self, message: str, history: "History | None" = None, loss: str = "",
@@ -45,8 +47,10 @@ def require_finite(loss: torch.Tensor, name: str = "loss") -> None:
     """Call between ``backward()`` and ``optimizer.step()``: raise :class:`NonFiniteLossError` if
     ``loss`` is NaN or infinite, so the update that would spread it into the weights never runs.
     (One host synchronisation per update, the price of never keeping NaN weights.)"""
-    if not bool(torch.isfinite(loss.detach()).all()):
-        value = float(loss.detach().reshape(-1)[0])
+    flat = loss.detach().reshape(-1)
+    bad = ~torch.isfinite(flat)
+    if bool(bad.any()):
+        value = float(flat[bad][0])
         raise NonFiniteLossError(f"loss {name!r} became {value}", loss=name, update_skipped=True, value=value)
 
 
@@ -131,16 +135,15 @@ def train(step: Step, batches: Iterable, epochs: int, *,
       they return is added to that epoch's record. Their time is not counted in images/s.
     - Pass an existing ``history`` to continue a run; epochs then count on from where it stopped.
     - A NaN or infinite loss stops training with :class:`NonFiniteLossError`, naming the loss,
-      epoch and step, and saying whether the model still holds finite weights (it does when the
+      epoch and step, and saying whether the bad loss reached the parameters (it does not when the
       step guards its updates with :func:`require_finite`, as every step of the course does).
       Ctrl-C (KeyboardInterrupt) stops cleanly: the model keeps the weights it has, and the
       history is returned with ``interrupted=True``.
     - ``batches`` must be re-iterable (``data.batches(...)``, a list) and non-empty: an empty
       dataset, a one-shot iterator reused for a second epoch, or ``epochs < 1`` is an error.
     """
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be a whole number >= 1, got {epochs!r}")
-    if epochs > 1 and iter(batches) is batches:
+    epochs = check_count(epochs, "epochs")
+    if epochs > 1 and isinstance(batches, Iterator):
         raise TypeError(f"batches is a one-shot iterator ({type(batches).__name__}), which is empty after the "
                         f"first of {epochs} epochs; pass something that can be iterated again, such as "
                         "data.batches(batch_size) or a list of batches")
@@ -164,9 +167,10 @@ def train(step: Step, batches: Iterable, epochs: int, *,
                 except NonFiniteLossError as err:
                     raise NonFiniteLossError(
                         f"Loss {err.loss!r} became {err.value} at epoch {epoch}, step {n_step}. "
-                        "Training stopped before the optimizer update that would have used it, so the "
-                        "model holds the finite weights of the step before; `err.history` holds what "
-                        f"was recorded. {_NAN_FIXES}", history, err.loss, True, err.value) from None
+                        "Training stopped before the optimizer update that would have used it, so no "
+                        "parameter was updated with it (updates earlier in the step, such as D's before "
+                        "G's, did run, and so did this step's batch-norm statistics); `err.history` "
+                        f"holds what was recorded. {_NAN_FIXES}", history, err.loss, True, err.value) from None
                 bad = [k for k, v in losses.items() if not math.isfinite(v)]
                 if bad:
                     raise NonFiniteLossError(
@@ -234,16 +238,19 @@ def fit_or_load(name: str, model: torch.nn.Module, config: Mapping, run: Callabl
     a checkpoint trained with exactly ``config`` exists, load that model and its history instead.
 
     ``config`` should hold everything that changes the trained weights (architecture, epochs,
-    learning rate, data size, seed). A file under ``name`` that cannot be read is renamed aside
-    (``<name>.pt.unreadable-<time>``) and said so, not overwritten. The history is saved inside the checkpoint, so the figures
-    of a reused run are the figures of the run that trained it. Either way the model comes back
-    in eval mode (batch norm uses its running statistics), as a loaded checkpoint does.
+    learning rate, data size, seed); a value a checkpoint cannot store is refused before training.
+    A file under ``name`` that cannot be read is renamed aside (``<name>.pt.unreadable-<time>``) and
+    said so, never overwritten; if saving fails, the trained model and history are still returned.
+    The history is saved inside the checkpoint, so the figures of a reused run are the figures of
+    the run that trained it. Either way the model comes back in eval mode (batch norm uses its
+    running statistics), as a loaded checkpoint does.
     """
     from . import checkpoints  # local import: checkpoints does not need the training loop
 
-    checkpoints.set_aside_if_unreadable(name)  # an unreadable file is kept, never overwritten
-    if reuse and checkpoints.matching_checkpoint(name, config):
-        loaded, payload = checkpoints.load_checkpoint(name, device)
+    config = checkpoints.config_dict(config)        # refuses what a checkpoint cannot store, now
+    payload = checkpoints.read_or_set_aside(name)   # None if absent or unreadable (then kept aside)
+    if reuse and payload is not None and not checkpoints.config_differences(payload["config"], config):
+        loaded = checkpoints.rebuild(payload, checkpoints.checkpoint_path(name), device)
         history = History.from_state_dict(payload["extra"]["history"])
         print(f"{name}: reused {checkpoints.checkpoint_path(name)} (trained {payload['saved_at']}); "
               f"{history.summary()}")
@@ -253,6 +260,11 @@ def fit_or_load(name: str, model: torch.nn.Module, config: Mapping, run: Callabl
     if history.interrupted:
         print(f"{name}: interrupted, so not checkpointed; the model is usable in this session.")
         return model, history
-    path = checkpoints.save_checkpoint(model, name, config, history=history.state_dict())
+    try:
+        path = checkpoints.save_checkpoint(model, name, config, history=history.state_dict())
+    except (OSError, checkpoints.CheckpointError) as err:  # e.g. a full disk: keep what was trained
+        print(f"{name}: {history.summary()}\n  NOT saved ({type(err).__name__}: {err}); the model is usable "
+              "in this session")
+        return model, history
     print(f"{name}: {history.summary()}\n  saved to {path}")
     return model, history

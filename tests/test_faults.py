@@ -59,7 +59,7 @@ def test_a_nan_loss_stops_before_the_update_so_the_model_keeps_its_last_finite_w
         return model.loss(x)
 
     with pytest.raises(training.NonFiniteLossError, match=r"'loss' became nan at epoch 1, step 3\. .*before "
-                       r"the optimizer update .* finite weights") as err:
+                       r"the optimizer update .*no parameter was updated with it") as err:
         training.train(training.minimize(loss_fn, opt), toy().batches(16), 2)
     assert err.value.update_skipped and err.value.history.steps["loss"][:2] and finite(model)
     assert same(weights(model), before)  # not one parameter moved on the bad step
@@ -87,19 +87,47 @@ def test_the_gan_steps_skip_the_update_whose_loss_is_nan(which):
         assert not same(weights(D), d0)                                      # D's finite update did run
 
 
+class NaNOnCall(torch.nn.Module):
+    """A critic that answers NaN on its k-th call (in a WGAN-GP step with n_critic = 1 the calls are
+    D(real), D(fake), D(x_hat), then D(fake) for G's loss)."""
+
+    def __init__(self, critic, k):
+        super().__init__()
+        self.critic, self.k, self.calls = critic, k, 0
+        self.first = critic.first
+
+    def forward(self, x, labels):
+        self.calls += 1
+        out = self.critic(x, labels)
+        return out * float("nan") if self.calls == self.k else out
+
+
+def test_the_wgan_gp_step_skips_the_generator_update_whose_loss_is_nan():
+    torch.manual_seed(0)
+    G = gan.ConditionalGenerator((1, 28, 28), 10, z_dim=8, channels=4)
+    D = gan.ConditionalDiscriminator((1, 28, 28), 10, channels=4, batch_norm=False)
+    step = gan.wgan_gp_step(G, NaNOnCall(D, 4), torch.optim.Adam(G.parameters()), torch.optim.Adam(D.parameters()),
+                            n_critic=1)
+    g0, d0 = weights(G), weights(D)
+    with pytest.raises(training.NonFiniteLossError, match="'loss_G' became nan at epoch 1, step 1"):
+        training.train(step, toy().batches(16), 1)
+    g_params = {k: v for k, v in weights(G).items() if "running" not in k and "num_batches" not in k}
+    assert same(g_params, {k: g0[k] for k in g_params}) and not same(weights(D), d0) and finite(D)
+
+
 def test_a_step_without_the_guard_is_told_its_weights_may_be_broken():
     def step(x, y):
         return {"loss": torch.tensor(float("inf"))}
 
-    with pytest.raises(training.NonFiniteLossError, match="after the step had run.*require_finite.*may now hold non-finite weights"
-                       ) as err:
+    with pytest.raises(training.NonFiniteLossError,
+                       match="after the step had run.*require_finite.*may now hold non-finite weights") as err:
         training.train(step, toy().batches(16), 1)
     assert not err.value.update_skipped
 
 
 def test_epochs_below_one_are_refused():
-    for epochs in (0, -2, 1.5, True):
-        with pytest.raises(ValueError, match=r"epochs must be a whole number >= 1"):
+    for epochs, error in ((0, ValueError), (-2, ValueError), (1.5, TypeError), (True, TypeError)):
+        with pytest.raises(error, match=r"epochs must be"):
             training.train(lambda x, y: {"loss": 0.0}, toy().batches(16), epochs)
 
 
@@ -141,12 +169,50 @@ def test_configs_with_numpy_scalars_paths_and_tuples_are_stored_as_plain_values_
     assert type(payload["config"]["lr"]) is float and type(payload["config"]["epochs"]) is int
 
 
+def test_arrays_and_tensors_in_a_config_are_stored_and_compared(ckdir):
+    config = {"mean": np.array([0.5, 0.25]), "w": torch.ones(3), np.int64(7): "seven"}
+    checkpoints.save_checkpoint(MLPClassifier((1, 28, 28), 10, hidden=4), "arrays", config)
+    assert checkpoints.matching_checkpoint("arrays", config)
+    assert not checkpoints.matching_checkpoint("arrays", {**config, "w": torch.zeros(3)})
+    assert checkpoints.read_checkpoint("arrays")["config"]["mean"] == [0.5, 0.25]
+
+
 def test_a_value_that_cannot_load_back_is_refused_at_save_time_naming_its_key(ckdir):
-    with pytest.raises(checkpoints.CheckpointError, match=r"config\['act'\] is a builtin_function_or_method.*plain value"):
+    with pytest.raises(checkpoints.CheckpointError,
+                       match=r"config\['act'\] is of type builtin_function_or_method.*plain"):
         checkpoints.save_checkpoint(MLPClassifier((1, 28, 28), 10, hidden=4), "act", {"act": torch.relu})
-    with pytest.raises(checkpoints.CheckpointError, match=r"extra\['history'\]\['opt'\]\[1\] is a object"):
+    with pytest.raises(checkpoints.CheckpointError, match=r"extra\['history'\]\['opt'\]\[1\] is of type object"):
         checkpoints.save_checkpoint(MLPClassifier((1, 28, 28), 10, hidden=4), "act", history={"opt": [1, object()]})
     assert not ckdir.exists() or not list(ckdir.iterdir())  # nothing written, no temporary left
+
+
+def test_what_a_safe_load_could_not_read_back_is_never_saved(ckdir, monkeypatch):
+    model = MLPClassifier((1, 28, 28), 10, hidden=4)
+    checkpoints.save_checkpoint(model, "readback", {"v": 1})
+    with monkeypatch.context() as m:
+        m.setattr(checkpoints, "to_plain", lambda value, where="": value)  # as if the conversion missed one
+        with pytest.raises(checkpoints.CheckpointError, match="was not saved: the file written cannot be loaded back"):
+            checkpoints.save_checkpoint(model, "readback", {"v": Path("x")})
+    assert checkpoints.read_checkpoint("readback")["config"] == {"v": 1}
+    assert [p.name for p in ckdir.iterdir()] == ["readback.pt"]
+
+
+def test_fit_or_load_refuses_an_unstorable_config_before_training_and_keeps_a_run_it_cannot_save(ckdir, monkeypatch,
+                                                                                               capsys):
+    ran = []
+    model = MLPClassifier((1, 28, 28), 10, hidden=4)
+    with pytest.raises(checkpoints.CheckpointError, match=r"config\['act'\]"):
+        training.fit_or_load("clf", model, {"act": torch.relu}, lambda: ran.append(1) or training.History(),
+                             reuse=False)
+    assert ran == []                                                       # refused before any training
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoints, "save_checkpoint", disk_full)
+    history = training.History(images_seen=5)
+    out, h = training.fit_or_load("clf", model, {"a": 1}, lambda: history, reuse=False)
+    assert out is model and h is history and "NOT saved (OSError" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("reuse", [True, False])
@@ -220,17 +286,19 @@ def test_an_exception_during_a_save_removes_the_temporary_and_keeps_the_old_file
 
 def test_temporaries_of_killed_processes_are_cleaned_up_and_live_ones_kept(ckdir):
     ckdir.mkdir(parents=True)
-    dead = ckdir / ".model.pt.999999999.abc123.tmp"                # no such process
-    alive = ckdir / f".model.pt.{os.getppid()}.def456.tmp"         # our parent: running
-    other = ckdir / ".other.pt.999999999.abc123.tmp"               # another checkpoint's: not ours to judge
-    for p in (dead, alive, other):
+    host = checkpoints._HOST
+    dead = ckdir / f".model.pt.{host}-999999999.abc123.tmp"        # no such process here
+    alive = ckdir / f".model.pt.{host}-{os.getppid()}.def456.tmp"  # our parent: running
+    other_host = ckdir / ".model.pt.elsewhere-999999999.abc.tmp"  # a shared folder: not ours to judge
+    other = ckdir / f".other.pt.{host}-999999999.abc123.tmp"       # another checkpoint's
+    for p in (dead, alive, other_host, other):
         p.write_bytes(b"x")
     checkpoints.save_checkpoint(MLPClassifier((1, 28, 28), 10, hidden=4), "model", {})
-    assert not dead.exists() and alive.exists() and other.exists()
+    assert not dead.exists() and alive.exists() and other_host.exists() and other.exists()
 
 
 @pytest.mark.parametrize("signum, expected", [(signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, SystemExit)])
-def test_ctrl_c_or_sigterm_during_a_save_ends_as_usual_and_loses_nothing(ckdir, monkeypatch, signum, expected):
+def test_ctrl_c_or_sigterm_during_a_save_waits_for_it_then_ends_as_usual(ckdir, monkeypatch, signum, expected):
     model = MLPClassifier((1, 28, 28), 10, hidden=50)
     checkpoints.save_checkpoint(model, "sig", {"v": 1})
     if signum == signal.SIGTERM:  # e.g. a job runner's handler that exits cleanly
@@ -260,7 +328,8 @@ def test_ctrl_c_or_sigterm_during_a_save_ends_as_usual_and_loses_nothing(ckdir, 
     finally:
         if signum == signal.SIGTERM:
             signal.signal(signal.SIGTERM, old)
-    assert checkpoints.read_checkpoint("sig")["config"] == {"v": 1}
+    # the signal waited for the save: the new file is whole and in place, no temporary is left
+    assert checkpoints.read_checkpoint("sig")["config"] == {"v": 2}
     assert [p.name for p in ckdir.iterdir()] == ["sig.pt"]
 
 
@@ -334,7 +403,13 @@ def _wrong_size(f):
     (_bad_size_header, "truncated or damaged: its header says \\(999, 28, 28\\)"),
     (_rank_4, r"should hold 28x28 images \(rank 3\)"), (_wrong_size, r"shaped \(20, 32, 32\)"),
 ])
-def test_a_damaged_idx_file_is_an_error_naming_the_file_and_the_fix(tmp_path, damage, message):
+def test_a_damaged_idx_file_is_an_error_naming_the_file_and_the_fix(tmp_path, monkeypatch, damage, message):
+    import torchvision.datasets as tvd
+
+    def no_download(*args, **kwargs):  # a download would find the damaged files in place and keep them
+        raise AssertionError("a download was attempted over damaged files")
+
+    monkeypatch.setattr(tvd, "MNIST", no_download)
     f = mnist(tmp_path) / "train-images-idx3-ubyte.gz"
     damage(f)
     with pytest.raises(data.CorruptDatasetError, match=message) as err:
@@ -347,6 +422,29 @@ def test_labels_outside_the_class_range_are_an_error(tmp_path):
     with pytest.raises(data.CorruptDatasetError, match=r"labels up to 12, but the dataset has 10 classes") as err:
         data.load_dataset("mnist", "train", root=tmp_path)
     assert str(folder / "train-labels-idx1-ubyte.gz") in str(err.value)
+
+
+def test_svhn_labels_out_of_range_and_unreadable_mat_files_are_named(tmp_path):
+    from scipy.io import savemat
+    (tmp_path / "SVHN").mkdir()
+    path = tmp_path / "SVHN" / "test_32x32.mat"
+    savemat(path, {"X": np.zeros((32, 32, 3, 2), np.uint8), "y": np.array([[11], [1]], np.uint8)})
+    with pytest.raises(data.CorruptDatasetError, match=r"SVHN labels run from 1 to 10, found 1 to 11"):
+        data.load_dataset("svhn", "test", root=tmp_path)
+    path.write_bytes(b"MATLAB? no")
+    with pytest.raises(data.CorruptDatasetError, match=rf"{path} is not a readable SVHN .mat file.*delete it"):
+        data.load_dataset("svhn", "test", root=tmp_path)
+
+
+def test_any_source_with_labels_outside_its_classes_is_refused(tmp_path):
+    from common import dsprites
+    n = 20
+    classes = np.zeros((n, 6), dtype=np.int64)
+    classes[:, 1] = 5                                      # shape 5: dSprites has three shapes
+    (tmp_path / "dsprites").mkdir()
+    np.savez(tmp_path / "dsprites" / dsprites.NPZ_NAME, imgs=np.zeros((n, 64, 64), np.uint8), latents_classes=classes)
+    with pytest.raises(data.CorruptDatasetError, match=r"labels must be class indices 0-2, found 5 to 5"):
+        data.load_dataset("dsprites", "train", root=tmp_path)
 
 
 def test_a_damaged_copy_in_data_does_not_hide_a_good_copy_further_down(tmp_path, monkeypatch):
@@ -490,8 +588,11 @@ def test_encoders_discriminators_and_losses_check_shape_and_range(name):
     call(name, model, ok)
     with pytest.raises(ValueError, match=rf"{name} expects a batch shaped \(B, 1, 28, 28\), got \(4, 1, 32, 32\)"):
         call(name, model, torch.rand(4, 1, 32, 32))
-    with pytest.raises(ValueError, match=rf"expects values in \[{low}, 1\], got a batch in .*x / 255"):
+    hint = r"x / 255" if low == 0 else r"to_tanh_range\(x / 255\)"
+    with pytest.raises(ValueError, match=rf"expects values in \[{low}, 1\], got a batch in .*{hint}"):
         call(name, model, torch.rand(4, 1, 28, 28) * 255)
+    with pytest.raises(ValueError, match=r"got a batch in \[.*\]; rescale it to .*undo that"):
+        call(name, model, torch.rand(4, 1, 28, 28) * 1.5 + 0.2)              # e.g. normalized data
     with pytest.raises(TypeError, match="expects float images, got torch.uint8.*/ 255"):
         call(name, model, torch.zeros(4, 1, 28, 28, dtype=torch.uint8))
     nan = ok.clone()
@@ -525,8 +626,8 @@ def ext():
 
 
 @pytest.mark.parametrize("transform, message", [
-    (lambda x: x * 2 - 1, r"takes images in \[0, 1\], got values in \[-1, 1\].*\(x \+ 1\) / 2"),
-    (lambda x: x * 255, r"got values in \[0, 255\].*x / 255"),
+    (lambda x: x * 2 - 1, r"expects values in \[0, 1\], got a batch in \[-1, 1\].*\(x \+ 1\) / 2"),
+    (lambda x: x * 255, r"got a batch in \[0, 255\].*x / 255"),
     (lambda x: x[:, 0], r"shaped \(N, C, H, W\), got shape \(\d+, 28, 28\).*unsqueeze\(1\)"),
 ])
 def test_fid_refuses_images_outside_zero_one_with_a_hint(fm, ext, tmp_path, monkeypatch, transform, message):
@@ -555,7 +656,7 @@ def test_nan_images_or_features_are_an_error_never_a_nan_fid(fm, ext, tmp_path, 
     monkeypatch.setenv("DGM_DATA_DIR", str(tmp_path))
     x = fm[:500][0].clone()
     x[3, 0, 5, 5] = float("nan")
-    with pytest.raises(ValueError, match="containing NaN"):
+    with pytest.raises(ValueError, match="contains NaN"):
         fid.fid(x, fm, 500, ext, progress=False)
 
     class Broken(features.FeatureExtractor):
@@ -599,12 +700,23 @@ def test_a_damaged_reference_cache_is_recomputed_with_a_warning(fm, ext, tmp_pat
 
 def test_the_reference_cache_is_written_atomically_and_fsynced(tmp_path, monkeypatch):
     synced = []
-    real = os.fsync
-    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real(fd)))
-    stats = fid.FIDStats(np.zeros(3), np.eye(3), 10, "x", "test", (1, 28, 28))
-    path = stats.save(tmp_path / "s.npz")
+    real_fsync, real_savez = os.fsync, np.savez
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    old = fid.FIDStats(np.zeros(3), np.eye(3), 10, "x", "old", (1, 28, 28))
+    path = old.save(tmp_path / "s.npz")
     assert synced and [p.name for p in tmp_path.iterdir()] == ["s.npz"]
-    assert fid.FIDStats.load(path).image_shape == (1, 28, 28)
+
+    def dies_halfway(f, **arrays):
+        f.write(b"PK\x03\x04 half a zip")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez", dies_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        fid.FIDStats(np.ones(3), np.eye(3), 10, "x", "new").save(path)
+    monkeypatch.setattr(np, "savez", real_savez)
+    assert [p.name for p in tmp_path.iterdir()] == ["s.npz"]            # no temporary left behind
+    kept = fid.FIDStats.load(path)
+    assert kept.source == "old" and kept.image_shape == (1, 28, 28)     # the old file is whole
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
