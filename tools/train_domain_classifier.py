@@ -51,7 +51,7 @@ def ship(dataset: str = "fashion_mnist", device: torch.device | str = "cpu") -> 
     model, history, accuracy, tag = train_domain_classifier(dataset, device=device)
     path = features.domain_weights(tag)
     checkpoints.save_checkpoint(model, path, RECIPE, test_accuracy=accuracy, history=history.state_dict())
-    record = {"file": path.name, "sha256": features._file_hash(path), "dataset": tag,
+    record = {"file": path.name, "sha256": runtime.file_hash(path), "dataset": tag,
               "test_accuracy": accuracy, "recipe": RECIPE, "train_seconds": round(history.seconds, 1),
               "torch_version": str(torch.__version__), "trained_by": "python -m tools.train_domain_classifier"}
     path.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
