@@ -83,7 +83,7 @@ def to_plain(value: Any, where: str = "value") -> Any:
     paths and torch dtypes/devices strings, dataclasses dicts; anything else is a
     :class:`CheckpointError` naming ``where`` (e.g. ``config['act']``)."""
     if isinstance(value, np.generic):  # first: np.float64 is also a float, but pickles as NumPy
-        return value.item()
+        return to_plain(value.item(), where)
     if value is None:
         return None
     for base in (bool, int, float, str):  # subclasses (an IntEnum, a str Enum) as their base type
@@ -92,7 +92,7 @@ def to_plain(value: Any, where: str = "value") -> Any:
     if isinstance(value, torch.Tensor):
         return value.detach().cpu()
     if isinstance(value, np.ndarray):
-        return value.tolist()
+        return to_plain(value.tolist(), where)
     if isinstance(value, (os.PathLike, torch.dtype, torch.device)):
         return str(value)
     if isinstance(value, (list, tuple)):
@@ -117,7 +117,7 @@ def config_dict(config: Any) -> dict:
     """A config (a dataclass, a mapping or None) as the plain dict a checkpoint stores."""
     if config is None:
         return {}
-    return to_plain(dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config), "config")
+    return to_plain(config if dataclasses.is_dataclass(config) else dict(config), "config")
 
 
 @contextmanager
@@ -263,20 +263,20 @@ def rebuild(payload: dict, path: Path, device: torch.device | str = "cpu") -> to
         raise CheckpointError(f"{path}: its constructor arguments do not fit {cls.__name__}"
                               f"{inspect.signature(cls)}: {err}. The file is from another version of the "
                               "course or was altered; delete it and retrain") from None
-    _check_shapes_without_memory(path, cls, kwargs, weights)
-    with torch.random.fork_rng(devices=[]):  # the random init is overwritten: leave the caller's
-        model = cls(**kwargs)                # random numbers (training noise, shuffles) untouched
-    model.load_state_dict(weights)
+    model = _build_on_meta(path, cls, kwargs, weights)
+    model.load_state_dict(weights, assign=True)  # the stored tensors become the model's: no second copy
     return model.to(device).eval()
 
 
-def _check_shapes_without_memory(path: Path, cls: type, kwargs: dict, weights: dict) -> None:
-    """Build ``cls(**kwargs)`` on the ``meta`` device (shapes only, no memory) and compare its
-    parameters and buffers with the stored weights, so that a file can neither make the loader
-    allocate a model larger than the weights it holds nor load weights that do not fit."""
+def _build_on_meta(path: Path, cls: type, kwargs: dict, weights: dict) -> torch.nn.Module:
+    """Build ``cls(**kwargs)`` on the ``meta`` device (shapes only, no memory, no random numbers
+    drawn) and compare its parameters and buffers with the stored weights, so that a file can
+    neither make the loader allocate a model larger than the weights it holds nor load weights
+    that do not fit. Returns the empty model, for the weights to be assigned to."""
     try:
         with torch.random.fork_rng(devices=[]), torch.device("meta"):
-            expected = {k: tuple(v.shape) for k, v in cls(**kwargs).state_dict().items()}
+            model = cls(**kwargs)
+        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     except Exception as err:  # noqa: BLE001 - any constructor failure: bad values in the file
         raise CheckpointError(f"{path}: {cls.__name__}(**{kwargs!r:.200}) cannot be built "
                               f"({type(err).__name__}: {str(err)[:200]}); delete the file and retrain") from None
@@ -289,6 +289,7 @@ def _check_shapes_without_memory(path: Path, cls: type, kwargs: dict, weights: d
                 ([f"shapes {', '.join(wrong[:4])}"] if wrong else [])
         raise CheckpointError(f"{path}: the saved weights do not fit {cls.__name__}({kwargs!r:.200}): "
                               f"{'; '.join(parts)}. Delete the file and retrain")
+    return model
 
 
 def read_or_set_aside(name: str | Path) -> dict | None:

@@ -31,7 +31,7 @@ class MLPClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits of images ``x`` in [0, 1]."""
-        check_input(x, self.image_shape, 0, 1, "MLPClassifier")
+        check_input(x, self.image_shape, 0, 1, type(self).__name__)
         return self.head(self.trunk(x))
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -89,7 +89,7 @@ class ConvClassifier(nn.Module):
         self.image_shape = check_image_shape(image_shape)
         w = width
         self.body = nn.Sequential(
-            _conv_block(check_image_shape(image_shape)[0], w), nn.MaxPool2d(2),
+            _conv_block(self.image_shape[0], w), nn.MaxPool2d(2),
             _conv_block(w, 2 * w), nn.MaxPool2d(2),
             _conv_block(2 * w, 4 * w), nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.head = nn.Linear(4 * w, n_classes)
@@ -100,7 +100,7 @@ class ConvClassifier(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 4w) pooled features of images ``x`` in [0, 1]."""
-        check_input(x, self.image_shape, 0, 1, "ConvClassifier")
+        check_input(x, self.image_shape, 0, 1, type(self).__name__)
         return self.body(x * 2 - 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -137,7 +137,7 @@ class Batches:
 
     def __init__(self, data: "ImageData | TensorData", batch_size: int, shuffle: bool = True, seed: int = 0,
                  drop_last: bool = False):
-        check_count(batch_size, "batch_size")
+        batch_size = check_count(batch_size, "batch_size")
         self.data, self.batch_size, self.shuffle, self.drop_last = data, batch_size, shuffle, drop_last
         self.generator = torch.Generator().manual_seed(seed)
 

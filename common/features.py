@@ -40,15 +40,22 @@ class FeatureExtractor:
         raise NotImplementedError
 
 
-def check_images(images, who: str) -> torch.Tensor:
-    """``images`` as float (N, C, H, W) in [0, 1]: uint8 is converted (/255); floats outside
-    [0, 1] (a GAN's [-1, 1], or 0-255 values), NaN, or another rank are refused with the fix."""
-    if torch.is_tensor(images) and images.ndim != 4:
+def as_images(images, who: str) -> torch.Tensor:
+    """``images`` as a float (N, C, H, W) batch: uint8 pixels are converted (/255); another rank or
+    type is refused with the fix. The values are checked by :func:`check_images` or the model."""
+    if not torch.is_tensor(images):
+        raise TypeError(f"{who} takes a tensor of images (N, C, H, W), got {type(images).__name__}")
+    if images.ndim != 4:
         raise ValueError(f"{who} takes images shaped (N, C, H, W), got shape {tuple(images.shape)}"
                          + ("; add the channel axis with x.unsqueeze(1)" if images.ndim == 3 else ""))
-    if torch.is_tensor(images) and images.dtype == torch.uint8:
-        return images.float().div_(255)
-    check_input(images, tuple(images.shape[1:]) if torch.is_tensor(images) else (), 0, 1, who)
+    return images.float().div_(255) if images.dtype == torch.uint8 else images
+
+
+def check_images(images, who: str) -> torch.Tensor:
+    """:func:`as_images`, then floats outside [0, 1] (a GAN's [-1, 1], or 0-255 values) and NaN
+    are refused with the fix."""
+    images = as_images(images, who)
+    check_input(images, tuple(images.shape[1:]), 0, 1, who)
     return images
 
 
@@ -189,7 +196,7 @@ class DomainExtractor(FeatureExtractor):
         self.batch_size = batch_size
         self.sha256 = runtime.file_hash(weights)
         self.model, payload = checkpoints.load_checkpoint(weights, self.device)  # in eval mode
-        self.image_shape = tuple(self.model.hparams["image_shape"])
+        self.image_shape = self.model.image_shape
         self.test_accuracy = payload["extra"].get("test_accuracy")
         self.dim = self.model.feature_dim
         self.id = f"domain-{self.sha256[:12]}"
@@ -201,7 +208,7 @@ class DomainExtractor(FeatureExtractor):
 
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        images = check_images(images, "the domain extractor")
+        images = as_images(images, "the domain extractor")  # values: checked by ConvClassifier.features
         if tuple(images.shape[1:]) != self.image_shape:
             raise ValueError(f"the domain classifier was trained on {self.image_shape} images, got "
                              f"{tuple(images.shape[1:])}; use the Inception extractor for other shapes")

@@ -108,9 +108,6 @@ class FIDStats:
         x = _as_float64(features)
         if x.ndim != 2 or len(x) < 2:
             raise ValueError(f"need (n, d) features with n >= 2, got shape {x.shape}")
-        if not np.isfinite(x).all():
-            raise ValueError(f"the features of {source or 'a set'} contain NaN or infinite values; the images "
-                             "or the extractor's weights are broken")
         return cls(x.mean(0), np.cov(x, rowvar=False), len(x), extractor_id, source, image_shape)
 
     def distance(self, other: "FIDStats") -> float:

@@ -157,11 +157,11 @@ class GenerativeModel(nn.Module):
         only for conditional models. Large ``n`` is generated in chunks of ``sample_chunk``."""
         n = check_count(n, "sample(n): n")
         labels = self._check_labels(n, labels)
+        sizes = [min(self.sample_chunk, n - i) for i in range(0, n, self.sample_chunk)]
+        chunks = [None] * len(sizes) if labels is None else labels.split(self.sample_chunk)
         with eval_mode(self):
-            if n <= self.sample_chunk:
-                return self._sample(n, labels).clamp(0, 1)
-            return torch.cat([self._sample(len(idx), None if labels is None else labels[idx]).clamp(0, 1)
-                              for idx in torch.arange(n, device=self.device).split(self.sample_chunk)])
+            out = [self._sample(k, y).clamp(0, 1) for k, y in zip(sizes, chunks)]
+        return out[0] if len(out) == 1 else torch.cat(out)
 
     def _sample(self, n: int, labels: torch.Tensor | None) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError

@@ -125,10 +125,11 @@ def _idx_file(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def _read_idx_split(folder: Path, split: str, n_classes: int = 10, side: int = 28, fix: str = REFETCH
+def _read_idx_split(folder: Path, split: str, n_classes: int, fix: str = REFETCH
                     ) -> tuple[np.ndarray, np.ndarray] | None:
-    """(images (N, 1, side, side), labels (N,)) of a split's two IDX files, each checked: images
-    must be a rank-3 file of side x side images, labels a rank-1 file of class indices."""
+    """(images (N, 1, 28, 28), labels (N,)) of a split's two IDX files, each checked: images must
+    be a rank-3 file of 28x28 images, labels a rank-1 file of class indices."""
+    side = 28
     files = [_idx_file(folder, stem) for stem in IDX_FILES[split]]
     if None in files:
         return None
@@ -174,7 +175,7 @@ def _idx_reader(name: str, folder_name: str, tv_class: str, classes: tuple[str, 
         import torchvision.datasets as tvd
         if _try_download(f"torchvision {tv_class} download into {root}",
                          lambda: getattr(tvd, tv_class)(root=str(root), train=(split == "train"), download=True), tried):
-            found = _read_idx_split(local, split)
+            found = _read_idx_split(local, split, len(classes))
             if found is not None:
                 return RawSplit(*found, classes, name, name, source=f"{local} (downloaded)")
             tried.append(f"torchvision {tv_class} download into {root}: finished but the files are missing")
