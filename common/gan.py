@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoints import register
-from .layers import GenerativeModel, check_image_shape, check_input, resolution_stages
+from .layers import GenerativeModel, check_input, resolution_stages
 from .training import require_finite
 
 # --------------------------------------------------------------------------- initialisation
@@ -111,7 +111,7 @@ class DCGANDiscriminator(nn.Module):
 
     def __init__(self, image_shape: tuple, channels: int = 32):
         super().__init__()
-        self.image_shape = check_image_shape(image_shape)
+        self.image_shape = tuple(image_shape)
         sizes = resolution_stages(image_shape)
         widths = _widths(channels, len(sizes) - 1)            # finest first, e.g. [32, 64]
         self.first = nn.Conv2d(image_shape[0], widths[0], 4, 2, 1)      # no batch norm (paper)
@@ -193,7 +193,7 @@ class ConditionalDiscriminator(nn.Module):
 
     def __init__(self, image_shape: tuple, n_classes: int, channels: int = 32, batch_norm: bool = True):
         super().__init__()
-        self.image_shape = check_image_shape(image_shape)
+        self.image_shape = tuple(image_shape)
         sizes = resolution_stages(image_shape)
         widths = _widths(channels, len(sizes) - 1)
         self.label = LabelMap(n_classes, sizes[-1])
