@@ -111,6 +111,39 @@ def _scalar(v: "torch.Tensor | float") -> float:
     return float(v.detach()) if torch.is_tensor(v) else float(v)
 
 
+class _Pending:
+    """Step losses waiting to be read back to the host, where they stay (on a GPU) until
+    :meth:`flush` reads all of them in one transfer: reading each value as it arrives would make
+    the host wait for the device on every step."""
+
+    def __init__(self):
+        self.items: list[tuple[int, str, "torch.Tensor | float"]] = []   # (step number, name, value)
+
+    def add(self, n_step: int, losses: Mapping[str, "torch.Tensor | float"]) -> None:
+        for k, v in losses.items():
+            if torch.is_tensor(v):
+                if v.numel() != 1:
+                    raise ValueError(f"the step returned {k!r} with shape {tuple(v.shape)}; a step returns "
+                                     "one number per loss (use .mean() or .sum())")
+                v = v.detach().reshape(())
+            self.items.append((n_step, k, v))
+
+    def flush(self) -> list[tuple[int, str, float]]:
+        """All pending values as floats, in the order they came; one transfer per device."""
+        values: list = [v for _, _, v in self.items]
+        by_device: dict[torch.device, list[int]] = {}
+        for i, v in enumerate(values):
+            if torch.is_tensor(v):
+                by_device.setdefault(v.device, []).append(i)
+        for idx in by_device.values():
+            host = torch.stack([values[i].to(torch.float64) for i in idx]).tolist()
+            for i, x in zip(idx, host):
+                values[i] = x
+        out = [(n, k, float(x)) for (n, k, _), x in zip(self.items, values)]
+        self.items = []
+        return out
+
+
 def minimize(loss_fn: Callable[[torch.Tensor, torch.Tensor], Mapping[str, torch.Tensor]],
              optimizer: torch.optim.Optimizer) -> Step:
     """The simplest step: one optimizer update on ``loss_fn(x, y)["loss"]``; returns all losses."""
@@ -139,6 +172,9 @@ def train(step: Step, batches: Iterable, epochs: int, *,
       step guards its updates with :func:`require_finite`, as every step of the course does).
       Ctrl-C (KeyboardInterrupt) stops cleanly: the model keeps the weights it has, and the
       history is returned with ``interrupted=True``.
+    - Step losses stay on the device and are read back every ``postfix_every`` steps in one
+      transfer (and at the end of each epoch): a loop that reads every loss on every step makes
+      the host wait for a GPU that many times. ``history.steps`` still gets one value per step.
     - ``batches`` must be re-iterable (``data.batches(...)``, a list) and non-empty: an empty
       dataset, a one-shot iterator reused for a second epoch, or ``epochs < 1`` is an error.
     """
@@ -154,39 +190,55 @@ def train(step: Step, batches: Iterable, epochs: int, *,
     per_epoch = len(batches) if hasattr(batches, "__len__") else None
     bar = tqdm(total=per_epoch * epochs if per_epoch else None, desc=desc, unit="batch")
     epoch, n_step = first, 0
+    pending = _Pending()
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}  # a loss reported on some batches only is averaged over those
+
+    def record_pending() -> None:
+        """Read the pending losses back (one transfer), check them, and add them to the history."""
+        latest: dict[str, float] = {}
+        values = pending.flush()
+        bad = next(((n, k, v) for n, k, v in values if not math.isfinite(v)), None)
+        for n, k, v in values:
+            if bad is not None and n >= bad[0]:   # keep the steps before the bad one, whole
+                n, k, v = bad
+                raise NonFiniteLossError(
+                    f"{k!r} became {v} at epoch {epoch}, step {n}. Training stopped, but after the step "
+                    "had run: unless the step guards its optimizer updates with "
+                    "training.require_finite(loss), the model may now hold non-finite weights (retrain or "
+                    f"reload them); `err.history` holds what was recorded. {_NAN_FIXES}",
+                    history, k, False, v)
+            history.steps.setdefault(k, []).append(v)
+            sums[k] = sums.get(k, 0.0) + v
+            counts[k] = counts.get(k, 0) + 1
+            latest[k] = v
+        if latest:
+            bar.set_postfix({k: f"{v:.3g}" for k, v in latest.items()}, refresh=False)
+
     try:
         for epoch in range(first, first + epochs):
-            sums: dict[str, float] = {}
-            counts: dict[str, int] = {}  # a loss reported on some batches only is averaged over those
+            sums.clear()
+            counts.clear()
             n_images = 0
             start = time.perf_counter()
             for x, y in batches:
                 n_step += 1
                 try:
-                    losses = {k: _scalar(v) for k, v in step(x, y).items()}
+                    losses = step(x, y)
                 except NonFiniteLossError as err:
+                    record_pending()  # what the steps before this one reported
                     raise NonFiniteLossError(
                         f"Loss {err.loss!r} became {err.value} at epoch {epoch}, step {n_step}. "
                         "Training stopped before the optimizer update that would have used it, so no "
                         "parameter was updated with it (updates earlier in the step, such as D's before "
                         "G's, did run, and so did this step's batch-norm statistics); `err.history` "
                         f"holds what was recorded. {_NAN_FIXES}", history, err.loss, True, err.value) from None
-                bad = [k for k, v in losses.items() if not math.isfinite(v)]
-                if bad:
-                    raise NonFiniteLossError(
-                        f"{bad[0]!r} became {losses[bad[0]]} at epoch {epoch}, step {n_step}. Training "
-                        "stopped, but after the step had run: unless the step guards its optimizer "
-                        "updates with training.require_finite(loss), the model may now hold non-finite "
-                        f"weights (retrain or reload them); `err.history` holds what was recorded. {_NAN_FIXES}",
-                        history, bad[0], False, losses[bad[0]])
-                for k, v in losses.items():
-                    history.steps.setdefault(k, []).append(v)
-                    sums[k] = sums.get(k, 0.0) + v
-                    counts[k] = counts.get(k, 0) + 1
+                pending.add(n_step, losses)
                 n_images += x.shape[0]
                 bar.update()
                 if n_step % postfix_every == 0:
-                    bar.set_postfix({k: f"{v:.3g}" for k, v in losses.items()}, refresh=False)
+                    record_pending()
+            record_pending()
             if n_images == 0:
                 raise ValueError(f"batches yielded nothing in epoch {epoch}: an empty dataset, or an "
                                  "iterator that was already used up; pass data.batches(batch_size)")
@@ -200,6 +252,10 @@ def train(step: Step, batches: Iterable, epochs: int, *,
                 record.update({k: float(v) for k, v in (cb(epoch, history) or {}).items()})
     except KeyboardInterrupt:
         history.interrupted = True
+        try:
+            record_pending()  # the steps that finished before the interrupt
+        except NonFiniteLossError:
+            pass
         print(f"Interrupted during epoch {epoch}: the model keeps its current weights and "
               f"`history` holds {history.n_epochs} complete epochs.")
     finally:

@@ -73,6 +73,9 @@ def test_a_metric_measured_every_k_epochs_needs_no_side_keys():
 
 
 def test_nan_guard_stops_with_clear_message():
+    """A step that does not guard itself is caught when the loop reads its losses back (every
+    postfix_every steps and at the end of each epoch): here at the end of epoch 1 (3 batches),
+    naming the step that went bad, and the history keeps only the whole steps before it."""
     calls = []
 
     def step(x, y):
@@ -81,7 +84,29 @@ def test_nan_guard_stops_with_clear_message():
 
     with pytest.raises(training.NonFiniteLossError, match=r"'kl' became nan at epoch 1, step 2.*learning rate") as err:
         training.train(step, toy_data().batches(32), 3)
-    assert len(calls) == 2 and err.value.history.steps["loss"] == [1.0]
+    assert len(calls) == 3 and err.value.history.steps == {"loss": [1.0], "kl": [0.0]}
+
+
+def test_losses_are_read_back_in_batches_not_every_step():
+    """The loop keeps step losses as tensors and reads them back every postfix_every steps: the
+    history is the same, value for value, whatever the read-back interval."""
+    def run(every):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(784, 1)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+        step = training.minimize(lambda x, y: {"loss": model(x.flatten(1)).pow(2).mean(),
+                                               "half": model(x.flatten(1)).pow(2).mean() / 2}, opt)
+        return training.train(step, toy_data().batches(8, seed=1), 2, postfix_every=every)
+
+    a, b = run(1), run(5)
+    assert a.steps == b.steps and len(a.steps["loss"]) == 24
+    assert a.steps["half"] == [v / 2 for v in a.steps["loss"]]
+    assert [r["loss"] for r in a.epochs] == [r["loss"] for r in b.epochs]
+
+
+def test_step_returning_a_vector_is_refused():
+    with pytest.raises(ValueError, match=r"'loss' with shape \(3,\).*one number per loss"):
+        training.train(lambda x, y: {"loss": torch.ones(3)}, toy_data().batches(32), 1)
 
 
 def test_keyboard_interrupt_keeps_model_and_history(capsys):
