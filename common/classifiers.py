@@ -31,7 +31,7 @@ class MLPClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits of images ``x`` in [0, 1]."""
-        check_input(x, self.image_shape, 0, 1, type(self).__name__)
+        check_input(x, self.image_shape, 0, 1, type(self).__name__, self)
         return self.head(self.trunk(x))
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -100,7 +100,7 @@ class ConvClassifier(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 4w) pooled features of images ``x`` in [0, 1]."""
-        check_input(x, self.image_shape, 0, 1, type(self).__name__)
+        check_input(x, self.image_shape, 0, 1, type(self).__name__, self)
         return self.body(x * 2 - 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

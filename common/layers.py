@@ -55,11 +55,16 @@ def range_hint(lo: float, hi: float, low: float, high: float) -> str:
             + (", then map [0, 1] to [-1, 1] with common.gan.to_tanh_range" if low == -1 else ""))
 
 
-def check_input(x: torch.Tensor, shape: tuple, low: float | None, high: float | None, who: str) -> None:
+def check_input(x: torch.Tensor, shape: tuple, low: float | None, high: float | None, who: str,
+                model: nn.Module | None = None) -> None:
     """Refuse a batch that ``who`` cannot mean: not a float tensor shaped (B, *shape), or (when
     ``low``/``high`` are given) with values outside [low, high] or NaN. The message names what is
-    expected and the usual fix. The range check costs one small reduction (and, on a GPU, one
-    wait for its result) per call."""
+    expected and the usual fix.
+
+    The range check costs one small reduction and, on a GPU, one wait for its result. A model
+    that passes itself as ``model`` has it done on every call in eval mode but, in training mode,
+    only on the first batch it is trained on: a training run feeds every batch through the same
+    pipeline, and a per-step wait would slow training (shape and dtype are checked every call)."""
     if not torch.is_tensor(x):
         raise TypeError(f"{who} expects a tensor of images shaped {_shape(shape)}, got {type(x).__name__}")
     if tuple(x.shape[1:]) != tuple(shape):
@@ -71,6 +76,9 @@ def check_input(x: torch.Tensor, shape: tuple, low: float | None, high: float | 
                         "floats with x.float() / 255 (ImageData does this when indexed: x, y = data[idx])")
     if low is None or x.numel() == 0:
         return
+    training = model is not None and model.training
+    if training and getattr(model, "_range_checked", False):
+        return
     lo, hi = (float(v) for v in torch.aminmax(x.detach()))
     if lo != lo or hi != hi:
         raise ValueError(f"{who} got a batch that contains NaN")
@@ -78,6 +86,8 @@ def check_input(x: torch.Tensor, shape: tuple, low: float | None, high: float | 
     if lo < low - tol or hi > high + tol:
         raise ValueError(f"{who} expects values in [{low:g}, {high:g}], got a batch in [{lo:.3g}, {hi:.3g}]; "
                          f"{range_hint(lo, hi, low, high)}")
+    if training:
+        model._range_checked = True
 
 
 def check_count(n, what: str = "n") -> int:

@@ -82,7 +82,7 @@ class VAE(GenerativeModel):
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """q(z|x) as (mu, logvar), each (B, latent_dim). ``x`` must be shaped (B, *image_shape),
         in [0, 1] unless the decoder is unbounded."""
-        check_input(x, self.image_shape, *((0, 1) if self.bounded else (None, None)), type(self).__name__)
+        check_input(x, self.image_shape, *((0, 1) if self.bounded else (None, None)), type(self).__name__, self)
         mu, logvar = self.encoder(x).chunk(2, dim=1)
         return mu, logvar.clamp(-15, 15)  # keeps exp(logvar) finite early in training
 

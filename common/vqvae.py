@@ -109,7 +109,7 @@ class VQVAE(nn.Module):
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """z_e (B, D, H/4, W/4) of images ``x`` in [0, 1] shaped (B, *image_shape)."""
-        check_input(x, self.image_shape, 0, 1, type(self).__name__)
+        check_input(x, self.image_shape, 0, 1, type(self).__name__, self)
         return self.encoder(x)
 
     def decode(self, z_q: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,6 @@
 """Bad input and faults: each mistake a careful user can make gets a clear error, nothing is lost,
 nothing is silently wrong. One test per guard; each test's name says what it guards."""
+import copy
 import gzip
 import io
 import os
@@ -583,7 +584,10 @@ def call(name, model, x):
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_encoders_discriminators_and_losses_check_shape_and_range(name):
+    """In eval mode every call is checked (in training mode only the first batch is; see
+    test_the_value_range_is_checked_on_the_first_training_batch)."""
     model, (low, high) = MODELS[name]
+    model.eval()
     ok = torch.rand(4, 1, 28, 28) * (high - low) + low
     call(name, model, ok)
     with pytest.raises(ValueError, match=rf"{name} expects a batch shaped \(B, 1, 28, 28\), got \(4, 1, 32, 32\)"):
@@ -604,8 +608,26 @@ def test_encoders_discriminators_and_losses_check_shape_and_range(name):
             call(name, model, torch.rand(4, 1, 28, 28) * 2 - 1)
 
 
+@pytest.mark.parametrize("name", list(MODELS))
+def test_the_value_range_is_checked_on_the_first_training_batch(name):
+    """A range check makes the host wait for a GPU, so a model in training mode checks the value
+    range of the first batch it is trained on only; shape and dtype are checked on every call."""
+    model, (low, high) = MODELS[name]
+    model = copy.deepcopy(model).train()
+    model.__dict__.pop("_range_checked", None)
+    with pytest.raises(ValueError, match=rf"expects values in \[{low}, 1\]"):
+        call(name, model, torch.rand(4, 1, 28, 28) * 255)              # a bad first batch is refused
+    call(name, model, torch.rand(4, 1, 28, 28) * (high - low) + low)
+    call(name, model, torch.rand(4, 1, 28, 28) * (high - low) + low + 0.5)  # later ones: not checked
+    with pytest.raises(TypeError, match="expects float images"):
+        call(name, model, torch.zeros(4, 1, 28, 28, dtype=torch.uint8))
+    model.eval()
+    with pytest.raises(ValueError, match=rf"expects values in \[{low}, 1\]"):
+        call(name, model, torch.rand(4, 1, 28, 28) * 255)
+
+
 def test_a_bernoulli_vae_refuses_minus_one_to_one_data_instead_of_a_negative_nll():
-    model = MODELS["MLPVAE"][0]
+    model = MODELS["MLPVAE"][0].eval()
     with pytest.raises(ValueError, match=r"MLPVAE expects values in \[0, 1\]"):
         model.loss(torch.rand(8, 1, 28, 28) * 2 - 1)
     latent = vae.MLPVAE((6,), latent_dim=2, hidden=8, likelihood="gaussian", sigma2=1.0, bounded=False)

@@ -194,3 +194,107 @@ def test_generators_round_trip_through_checkpoints(tmp_path, monkeypatch):
         loaded, _ = checkpoints.load_checkpoint("g")
         torch.manual_seed(6)
         assert torch.allclose(loaded.sample(6, labels), expected, atol=1e-6)
+
+
+def _pair(seed=0, conditional=True):
+    torch.manual_seed(seed)
+    if conditional:
+        return (gan.ConditionalGenerator((1, 28, 28), 10, 16, 8), gan.ConditionalDiscriminator((1, 28, 28), 10, 8))
+    return gan.DCGANGenerator((1, 28, 28), 16, 8), gan.DCGANDiscriminator((1, 28, 28), 8)
+
+
+def test_dcgan_step_freezing_d_for_g_update_changes_no_number():
+    """The step freezes D's weights during G's update (a speed-up: G's backward pass skips D's
+    weight gradients). A hand-written step without the freeze must give identical weights."""
+    import copy
+    G, D = _pair(conditional=False)
+    G2, D2 = copy.deepcopy(G), copy.deepcopy(D)
+    opts = [torch.optim.Adam(m.parameters(), 2e-4, betas=(0.5, 0.999)) for m in (G, D, G2, D2)]
+    x = torch.rand(16, 1, 28, 28)
+    torch.manual_seed(3)
+    out = gan.dcgan_step(G, D, opts[0], opts[1])(x, torch.zeros(16, dtype=torch.long))
+    torch.manual_seed(3)
+    fake = G2(torch.randn(16, 16))
+    loss_D = gan.d_loss_bce(D2(x * 2 - 1), D2(fake.detach()))
+    opts[3].zero_grad()
+    loss_D.backward()
+    opts[3].step()
+    loss_G = gan.g_loss_nonsaturating(D2(fake))
+    opts[2].zero_grad()
+    loss_G.backward()
+    opts[2].step()
+    assert out["loss_G"].item() == loss_G.item()
+    for a, b in zip([*G.parameters(), *D.parameters()], [*G2.parameters(), *D2.parameters()]):
+        assert torch.equal(a, b)
+    assert all(p.requires_grad for p in D.parameters())  # unfrozen again for the next step
+
+
+def test_ema_is_the_closed_form_average_and_never_feeds_back():
+    G, _ = _pair()
+    ema = gan.EMA(G, decay=0.9)
+    start = [p.detach().clone() for p in G.parameters()]
+    with torch.no_grad():
+        for p in G.parameters():
+            p.add_(1.0)
+    live = [p.detach().clone() for p in G.parameters()]
+    ema.update()                          # first update: decay min(0.9, 2/11)
+    d = 2 / 11
+    for avg, s0 in zip(ema.model.parameters(), start):
+        assert torch.allclose(avg, d * s0 + (1 - d) * (s0 + 1), atol=1e-6)
+    for p, q in zip(G.parameters(), live):
+        assert torch.equal(p, q)          # G untouched
+    for _ in range(200):
+        ema.update()
+    assert min(0.9, 202 / 211) == 0.9     # later updates use the full decay...
+    for avg, q in zip(ema.model.parameters(), live):
+        assert torch.allclose(avg, q, atol=1e-6)   # ...and converge to a G that stopped moving
+    assert not any(p.requires_grad for p in ema.model.parameters())
+    with pytest.raises(ValueError, match="decay must be in \\[0, 1\\)"):
+        gan.EMA(G, decay=1.0)
+
+
+def test_ema_recalibrate_sets_batch_norm_to_the_exact_mean_over_its_batches():
+    G, _ = _pair()
+    ema = gan.EMA(G)
+    bn = ema.model.project[2]
+    seen = []
+    hook = bn.register_forward_hook(lambda m, inp, out: seen.append(inp[0].mean((0, 2, 3))))
+    model = ema.recalibrate(n_batches=3, batch_size=32, seed=1)
+    hook.remove()
+    assert model is ema.model and not model.training
+    assert torch.allclose(bn.running_mean, torch.stack(seen).mean(0), atol=1e-6)
+    assert bn.momentum == 0.1             # restored
+    again = [b.clone() for b in model.buffers()]
+    ema.recalibrate(n_batches=3, batch_size=32, seed=1)
+    assert all(torch.equal(a, b) for a, b in zip(again, model.buffers()))  # seeded: repeatable
+
+
+def test_steps_update_the_ema_once_per_generator_update():
+    G, D = _pair()
+    ema = gan.EMA(G)
+    opt_G, opt_D = (torch.optim.Adam(m.parameters(), 1e-4, betas=(0.0, 0.9)) for m in (G, D))
+    step = gan.wgan_gp_step(G, D, opt_G, opt_D, n_critic=3, ema=ema)
+    x, y = torch.rand(8, 1, 28, 28), torch.arange(8) % 10
+    for _ in range(7):
+        step(x, y)
+    assert ema.updates == 2
+    step = gan.dcgan_step(G, gan.ConditionalDiscriminator((1, 28, 28), 10, 8), opt_G,
+                          torch.optim.Adam(D.parameters()), ema=ema)
+    step(x, y)
+    assert ema.updates == 3
+
+
+def test_discriminators_check_the_value_range_on_the_first_training_batch_and_in_eval_mode():
+    """A range check waits for the device, so in training mode it runs on the first batch only;
+    in eval mode on every call. Shape is checked on every call."""
+    _, D = _pair()
+    y = torch.zeros(4, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"expects values in \[-1, 1\]"):
+        D(torch.rand(4, 1, 28, 28) * 255, y)             # the first batch is checked
+    D(torch.rand(4, 1, 28, 28) * 2 - 1, y)                # a good first batch...
+    D(torch.rand(4, 1, 28, 28) * 3, y)                    # ...then training batches are not
+    with pytest.raises(ValueError, match="expects a batch shaped"):
+        D(torch.rand(4, 1, 27, 28), y)
+    D.eval()
+    with pytest.raises(ValueError, match=r"expects values in \[-1, 1\]"):
+        D(torch.rand(4, 1, 28, 28) * 3, y)

@@ -8,8 +8,12 @@ device and cut by indexing) from the same initial weights:
 - ``plain``: a hand-written loop, D then G per batch, that never reads a number back to the host;
 - ``plain+item``: the same, plus ``.item()`` of the two losses and the mean D(x), D(G(z)) on every
   step, as the PyTorch DCGAN tutorial does for its log;
+- ``plain+freeze``: ``plain`` with D's weights frozen (``requires_grad_(False)``) during G's
+  update, the one trick of the course's step: G's backward pass then skips the gradient of D's
+  weights, which G's update does not use;
 - ``course``: ``training.train(gan.dcgan_step(...), data.batches(128), 1)``, with its progress bar,
-  history, NaN guard and input checks.
+  history (losses read back every 25 steps in one transfer), NaN guard before each update, and
+  input checks (shape every call, value range on the first training batch).
 
 Each is timed ``--repeats`` times over ``--steps`` batches after a warm-up; the median images/s is
 reported with the ratio to ``plain``. A benchmark, not a test: numbers vary with the machine.
@@ -33,7 +37,7 @@ def _sync(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
-def plain_loop(G, D, opt_G, opt_D, batches, item: bool) -> list[float]:
+def plain_loop(G, D, opt_G, opt_D, batches, item: bool, freeze: bool = False) -> list[float]:
     logged = []
     for x, _ in batches:
         real = gan.to_tanh_range(x)
@@ -43,9 +47,11 @@ def plain_loop(G, D, opt_G, opt_D, batches, item: bool) -> list[float]:
         opt_D.zero_grad(set_to_none=True)
         loss_D.backward()
         opt_D.step()
+        D.requires_grad_(not freeze)
         loss_G = gan.g_loss_nonsaturating(D(fake))
         opt_G.zero_grad(set_to_none=True)
         loss_G.backward()
+        D.requires_grad_(True)
         opt_G.step()
         if item:
             logged.append((loss_D.item(), loss_G.item(), torch.sigmoid(d_real).mean().item(),
@@ -64,7 +70,7 @@ def run(kind: str, models, train: data.ImageData, steps: int, seed: int, device:
     if kind == "course":
         training.train(gan.dcgan_step(G, D, opt_G, opt_D), batches, 1, desc="course loop")
     else:
-        plain_loop(G, D, opt_G, opt_D, batches, item=kind == "plain+item")
+        plain_loop(G, D, opt_G, opt_D, batches, item=kind == "plain+item", freeze=kind == "plain+freeze")
     _sync(device)
     return steps * 128 / (time.perf_counter() - start)
 
@@ -80,7 +86,7 @@ def main() -> None:
     torch.manual_seed(0)
     models = (gan.DCGANGenerator(train.image_shape, 100, 32).to(device),
               gan.DCGANDiscriminator(train.image_shape, 32).to(device))
-    kinds = ("plain", "plain+item", "course")
+    kinds = ("plain", "plain+item", "plain+freeze", "course")
     for kind in kinds:  # warm-up: allocator, kernels, caches
         run(kind, models, train, 10, 0, device)
     rates: dict[str, list[float]] = {k: [] for k in kinds}
