@@ -334,8 +334,11 @@ def wgan_gp_step(G: GenerativeModel, D: nn.Module, opt_G: torch.optim.Optimizer,
 
     def step(x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         nonlocal calls
+        calls += 1
+        update_G = calls % n_critic == 0
         real, labels = to_tanh_range(x), (y if G.conditional else None)
-        fake = G(torch.randn(x.shape[0], G.z_dim, device=x.device), labels)
+        with torch.set_grad_enabled(update_G):   # G's graph only on the calls that update G
+            fake = G(torch.randn(x.shape[0], G.z_dim, device=x.device), labels)
         d_real, d_fake = D(real, labels), D(fake.detach(), labels)
         gp, grad_norm = gradient_penalty(D, real, fake, labels, gp_lambda)
         loss_D = d_fake.mean() - d_real.mean() + gp
@@ -345,8 +348,7 @@ def wgan_gp_step(G: GenerativeModel, D: nn.Module, opt_G: torch.optim.Optimizer,
                "grad_norm_xhat": grad_norm, "grad_norm_D_first": D.first.weight.grad.norm()}
         require_finite(loss_D, "loss_D")
         opt_D.step()
-        calls += 1
-        if calls % n_critic == 0:
+        if update_G:
             D.requires_grad_(False)              # no gradient for the critic's weights here
             loss_G = -D(fake, labels).mean()
             opt_G.zero_grad(set_to_none=True)
