@@ -306,6 +306,8 @@ def test_ctrl_c_or_sigterm_during_a_save_waits_for_it_then_ends_as_usual(ckdir, 
         def exit_cleanly(s, frame):
             raise SystemExit(143)
         old = signal.signal(signal.SIGTERM, exit_cleanly)
+    else:  # Python's own Ctrl-C handler, even where the test runner was started with SIGINT ignored (cmd &)
+        old = signal.signal(signal.SIGINT, signal.default_int_handler)
     real_save, handler = torch.save, signal.getsignal(signum)
 
     class Interrupted(io.RawIOBase):  # Ctrl-C arrives while torch's zip writer is writing
@@ -327,8 +329,7 @@ def test_ctrl_c_or_sigterm_during_a_save_waits_for_it_then_ends_as_usual(ckdir, 
             checkpoints.save_checkpoint(model, "sig", {"v": 2})
         assert signal.getsignal(signum) is handler  # the caller's handler is back
     finally:
-        if signum == signal.SIGTERM:
-            signal.signal(signal.SIGTERM, old)
+        signal.signal(signum, old)
     # the signal waited for the save: the new file is whole and in place, no temporary is left
     assert checkpoints.read_checkpoint("sig")["config"] == {"v": 2}
     assert [p.name for p in ckdir.iterdir()] == ["sig.pt"]
