@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoints import register
-from .layers import GenerativeModel, check_count, check_input, resolution_stages
+from .layers import GenerativeModel, check_count, check_input, frozen, resolution_stages
 from .training import require_finite
 
 # --------------------------------------------------------------------------- initialisation
@@ -307,11 +307,10 @@ def dcgan_step(G: GenerativeModel, D: nn.Module, opt_G: torch.optim.Optimizer,
         grad_first = D.first.weight.grad.norm()
         require_finite(loss_D, "loss_D")                                # no NaN into the weights
         opt_D.step()
-        D.requires_grad_(False)                  # G's update needs no gradient for D's weights: skip it
-        loss_G = g_loss(D(fake, labels))                                # D just updated, as in the paper
-        opt_G.zero_grad(set_to_none=True)
-        loss_G.backward()
-        D.requires_grad_(True)
+        with frozen(D):                          # G's update needs no gradient for D's weights: skip it
+            loss_G = g_loss(D(fake, labels))                            # D just updated, as in the paper
+            opt_G.zero_grad(set_to_none=True)
+            loss_G.backward()
         require_finite(loss_G, "loss_G")
         opt_G.step()
         if ema is not None:
@@ -349,11 +348,10 @@ def wgan_gp_step(G: GenerativeModel, D: nn.Module, opt_G: torch.optim.Optimizer,
         require_finite(loss_D, "loss_D")
         opt_D.step()
         if update_G:
-            D.requires_grad_(False)              # no gradient for the critic's weights here
-            loss_G = -D(fake, labels).mean()
-            opt_G.zero_grad(set_to_none=True)
-            loss_G.backward()
-            D.requires_grad_(True)
+            with frozen(D):                      # no gradient for the critic's weights here
+                loss_G = -D(fake, labels).mean()
+                opt_G.zero_grad(set_to_none=True)
+                loss_G.backward()
             require_finite(loss_G, "loss_G")
             opt_G.step()
             if ema is not None:

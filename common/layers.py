@@ -32,6 +32,18 @@ def eval_mode(model: nn.Module | None) -> Iterator[None]:
         model.train(was_training)
 
 
+@contextmanager
+def frozen(model: nn.Module) -> Iterator[None]:
+    """Run a block with ``model``'s weights frozen (``requires_grad`` False), then unfreeze them,
+    even if the block raises. A GAN step freezes D while G learns: backward then passes through D
+    to G's weights without computing gradients for D's own, which G's update does not use."""
+    model.requires_grad_(False)
+    try:
+        yield
+    finally:
+        model.requires_grad_(True)
+
+
 def check_image_shape(image_shape) -> tuple[int, int, int]:
     """``image_shape`` as a (C, H, W) tuple of ints, or a ValueError that says what is expected."""
     shape = tuple(int(d) for d in image_shape)

@@ -298,3 +298,17 @@ def test_discriminators_check_the_value_range_on_the_first_training_batch_and_in
     D.eval()
     with pytest.raises(ValueError, match=r"expects values in \[-1, 1\]"):
         D(torch.rand(4, 1, 28, 28) * 3, y)
+
+
+def test_d_is_unfrozen_even_when_g_backward_is_interrupted():
+    """Ctrl-C inside G's backward pass must not leave D frozen for a run that is continued."""
+    G, D = _pair(conditional=False)
+    opts = [torch.optim.Adam(m.parameters()) for m in (G, D)]
+
+    def interrupted(_):
+        raise KeyboardInterrupt
+
+    step = gan.dcgan_step(G, D, *opts, g_loss=lambda logits: logits.mean() + 0 * interrupted(logits))
+    with pytest.raises(KeyboardInterrupt):
+        step(torch.rand(4, 1, 28, 28), torch.zeros(4, dtype=torch.long))
+    assert all(p.requires_grad for p in D.parameters())
