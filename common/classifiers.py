@@ -108,3 +108,21 @@ class ConvClassifier(nn.Module):
 
     loss = MLPClassifier.loss
     predict = MLPClassifier.predict
+
+
+@torch.no_grad()
+def class_accuracy(generator, classifier: nn.Module, per_class: int, seed: int = 5) -> list[float]:
+    """For a conditional generator: the share of ``per_class`` samples of every class that
+    ``classifier`` assigns to the class they were asked for, one number per class.
+
+    Compare with the classifier's accuracy on real test images of each class (its ceiling). The
+    noise comes from ``seed`` without touching the global random state."""
+    if not getattr(generator, "conditional", False):
+        raise ValueError(f"{type(generator).__name__} is not conditional: class accuracy needs a generator "
+                         "that takes labels")
+    k, device = generator.n_classes, generator.device
+    labels = torch.arange(k, device=device).repeat_interleave(per_class)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        pred = classifier.predict(generator.sample(len(labels), labels))
+    return [(pred[labels == c] == c).float().mean().item() for c in range(k)]

@@ -214,6 +214,91 @@ class ConditionalDiscriminator(nn.Module):
         return self.net(torch.cat([x, self.label(labels)], 1)).squeeze(1)
 
 
+@register
+class ProjectionDiscriminator(nn.Module):
+    """A conditional discriminator that reads the label at the **end**, not as an input channel.
+
+    The DCGAN discriminator's convs (``channels`` at the first, doubling at each halving; batch
+    norm on every conv but the first when ``batch_norm``) see the image alone and give a feature
+    vector h (64 x 7 x 7 = 3,136 numbers for 28 x 28 at ``channels=32``). The score of h for class
+    y is then a linear function of h chosen by y:
+
+    - ``shared=False`` (the course's default): one linear "head" per class, score = <w_y, h>. Every
+      class has its own notion of "real", and an image scored under the wrong class is judged by
+      another head.
+    - ``shared=True``: Miyato & Koyama's (2018) projection discriminator, score = psi(h) + <w_y, h>:
+      one unconditional "is this real?" term plus the class's projection.
+
+    With ``aux_classifier`` (AC-GAN, Odena et al., 2017) one more linear layer reads class logits
+    from the same h: D learns to classify real images, and G is rewarded when its samples are
+    classified as the class it was asked for (see ``aux`` in :func:`dcgan_step`).
+    """
+
+    conditional = True
+
+    def __init__(self, image_shape: tuple, n_classes: int, channels: int = 32, batch_norm: bool = True,
+                 shared: bool = False, aux_classifier: bool = True):
+        super().__init__()
+        self.image_shape, self.n_classes = tuple(image_shape), n_classes
+        sizes = resolution_stages(image_shape)
+        widths = _widths(channels, len(sizes) - 1)
+        self.first = nn.Conv2d(image_shape[0], widths[0], 4, 2, 1)
+        layers = [self.first, nn.LeakyReLU(0.2)]
+        for c_in, c_out in zip(widths, widths[1:]):
+            layers += [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=not batch_norm),
+                       *([nn.BatchNorm2d(c_out)] if batch_norm else []), nn.LeakyReLU(0.2)]
+        self.trunk = nn.Sequential(*layers, nn.Flatten())
+        n_features = widths[-1] * sizes[0] ** 2
+        self.heads = nn.Embedding(n_classes, n_features)         # row y = class y's weights w_y
+        self.shared = nn.Linear(n_features, 1) if shared else None
+        self.aux = nn.Linear(n_features, n_classes) if aux_classifier else None
+        init_dcgan_weights(self)
+        nn.init.normal_(self.heads.weight, 0.0, 0.02)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """h, the trunk's feature vector of each image of ``x`` in [-1, 1]."""
+        check_input(x, self.image_shape, -1, 1, type(self).__name__, self)
+        return self.trunk(x)
+
+    def score(self, h: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """One score per feature vector, judged as class ``labels``."""
+        s = (self.heads(labels) * h).sum(1)
+        return s if self.shared is None else s + self.shared(h).squeeze(1)
+
+    def classify(self, h: torch.Tensor) -> torch.Tensor:
+        """Class logits from the auxiliary classifier (built with ``aux_classifier=True``)."""
+        if self.aux is None:
+            raise ValueError("this discriminator has no auxiliary classifier: build it with aux_classifier=True")
+        return self.aux(h)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """One score per image of ``x`` in [-1, 1] with its class ``labels``."""
+        return self.score(self.features(x), labels)
+
+
+def judge(D: nn.Module, x: torch.Tensor, labels: torch.Tensor, wrong: torch.Tensor | None = None,
+          logits: bool = False) -> tuple:
+    """D's scores of ``x`` as ``labels``, and optionally as ``wrong`` labels and D's class logits.
+
+    Returns ``(scores, wrong_scores or None, class_logits or None)``. A
+    :class:`ProjectionDiscriminator` computes all three from one pass through its trunk; a
+    discriminator that takes the label as an input channel needs a second pass for the wrong
+    labels and has no classifier."""
+    if isinstance(D, ProjectionDiscriminator):
+        h = D.features(x)
+        return (D.score(h, labels), None if wrong is None else D.score(h, wrong),
+                D.classify(h) if logits else None)
+    if logits:
+        raise ValueError(f"{type(D).__name__} has no auxiliary classifier (aux > 0 needs one): use "
+                         "gan.ProjectionDiscriminator(..., aux_classifier=True)")
+    return D(x, labels), None if wrong is None else D(x, wrong), None
+
+
+def wrong_labels(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """A uniformly drawn *other* class for every label (never the label itself)."""
+    return (labels + torch.randint(1, n_classes, labels.shape, device=labels.device)) % n_classes
+
+
 # --------------------------------------------------------------------------- weight averaging
 
 
@@ -289,26 +374,61 @@ def from_tanh_range(x: torch.Tensor) -> torch.Tensor:
     return (x + 1) / 2
 
 
+def _check_aux(D: nn.Module, weight: float) -> None:
+    if weight and getattr(D, "aux", None) is None:
+        raise ValueError(f"{type(D).__name__} has no auxiliary classifier (aux > 0 needs one): use "
+                         "gan.ProjectionDiscriminator(..., aux_classifier=True), or aux=0")
+
+
 def dcgan_step(G: GenerativeModel, D: nn.Module, opt_G: torch.optim.Optimizer,
-               opt_D: torch.optim.Optimizer, g_loss=g_loss_nonsaturating, ema: EMA | None = None):
+               opt_D: torch.optim.Optimizer, g_loss=g_loss_nonsaturating, ema: EMA | None = None,
+               mismatch: float = 0.0, aux: float = 0.0):
     """One step of :func:`common.training.train` for a (conditional) DCGAN: update D on a real and
     a fake batch with BCE, then G with ``g_loss`` (non-saturating by default). Labels are used
-    when G is conditional; ``ema`` (an :class:`EMA` of G), if given, is updated after G. Returns
-    both losses, the mean D(x) and D(G(z)), and the norm of the gradient on D's first-layer
-    weights."""
+    when G is conditional; ``ema`` (an :class:`EMA` of G), if given, is updated after G.
+
+    Two terms for conditional models, both off by default:
+
+    - ``mismatch`` = w > 0, the **matching-aware** loss (after Reed et al., 2016): a real image
+      shown with a wrong label is one more kind of fake. D's loss gains w * BCE((real, wrong
+      label), 0), so D must check that image and label agree, not only that the image looks real.
+    - ``aux`` = a > 0, the **auxiliary classifier** (AC-GAN, Odena et al., 2017; D must be a
+      :class:`ProjectionDiscriminator` with one): D adds a * cross-entropy of its class logits on
+      the *real* batch, G adds a * cross-entropy of D's logits on its fakes for the requested labels.
+
+    Returns both losses, the mean D(x) and D(G(z)) (and D(x, wrong label) / the classifier's
+    losses when used), and the norm of the gradient on D's first-layer weights."""
+    if (mismatch or aux) and not G.conditional:
+        raise ValueError("mismatch and aux need a conditional generator and discriminator")
+    if mismatch < 0 or aux < 0:
+        raise ValueError(f"mismatch and aux are loss weights >= 0, got {mismatch} and {aux}; 0 turns a term off")
+    _check_aux(D, aux)
 
     def step(x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         real, labels = to_tanh_range(x), (y if G.conditional else None)
         fake = G(torch.randn(x.shape[0], G.z_dim, device=x.device), labels)
-        d_real, d_fake = D(real, labels), D(fake.detach(), labels)     # fake detached: D's update only
+        wrong = wrong_labels(labels, G.n_classes) if mismatch else None
+        d_real, d_wrong, logits_real = judge(D, real, labels, wrong, logits=aux > 0)
+        d_fake = D(fake.detach(), labels)                               # fake detached: D's update only
         loss_D = d_loss_bce(d_real, d_fake)
+        out = {}
+        if mismatch:
+            loss_D = loss_D + mismatch * F.softplus(d_wrong).mean()
+            out["D(x, wrong label)"] = torch.sigmoid(d_wrong).mean()
+        if aux:
+            out["class_loss_real"] = F.cross_entropy(logits_real, labels)
+            loss_D = loss_D + aux * out["class_loss_real"]
         opt_D.zero_grad(set_to_none=True)
         loss_D.backward()
         grad_first = D.first.weight.grad.norm()
         require_finite(loss_D, "loss_D")                                # no NaN into the weights
         opt_D.step()
         with frozen(D):                          # G's update needs no gradient for D's weights: skip it
-            loss_G = g_loss(D(fake, labels))                            # D just updated, as in the paper
+            scores, _, logits_fake = judge(D, fake, labels, logits=aux > 0)  # D just updated, as in the paper
+            loss_G = g_loss(scores)
+            if aux:
+                out["class_loss_fake"] = F.cross_entropy(logits_fake, labels)
+                loss_G = loss_G + aux * out["class_loss_fake"]
             opt_G.zero_grad(set_to_none=True)
             loss_G.backward()
         require_finite(loss_G, "loss_G")
@@ -316,19 +436,32 @@ def dcgan_step(G: GenerativeModel, D: nn.Module, opt_G: torch.optim.Optimizer,
         if ema is not None:
             ema.update()
         return {"loss_D": loss_D, "loss_G": loss_G, "D(x)": torch.sigmoid(d_real).mean(),
-                "D(G(z))": torch.sigmoid(d_fake).mean(), "grad_norm_D_first": grad_first}
+                "D(G(z))": torch.sigmoid(d_fake).mean(), **out, "grad_norm_D_first": grad_first}
 
     return step
 
 
 def wgan_gp_step(G: GenerativeModel, D: nn.Module, opt_G: torch.optim.Optimizer,
                  opt_D: torch.optim.Optimizer, n_critic: int = 5, gp_lambda: float = 10.0,
-                 ema: EMA | None = None):
+                 ema: EMA | None = None, aux: float = 0.0, aux_g: float | None = None):
     """One step of :func:`common.training.train` for a (conditional) WGAN-GP: every call updates
     the critic on one real batch, minimising E[D(fake)] - E[D(real)] + gradient penalty; every
-    ``n_critic``-th call also updates G, minimising -E[D(fake)] (and then ``ema``, if given). Returns the losses (``loss_G`` only
-    on the calls that update G), the mean raw scores D(x) and D(G(z)), the penalty, the mean
-    ||grad D(x_hat)|| and the norm of the gradient on D's first-layer weights."""
+    ``n_critic``-th call also updates G, minimising -E[D(fake)] (and then ``ema``, if given).
+
+    ``aux`` > 0 adds the auxiliary classifier (AC-WGAN-GP, as in the WGAN-GP paper's conditional
+    CIFAR-10 model; D must be a :class:`ProjectionDiscriminator` with one): the critic adds
+    ``aux`` * cross-entropy of its class logits on the real batch, G adds ``aux_g`` (default
+    ``aux``) * cross-entropy on its fakes. The penalty applies to the score only.
+
+    Returns the losses (``loss_G`` only on the calls that update G), the mean raw scores D(x) and
+    D(G(z)), the penalty, the mean ||grad D(x_hat)|| and the norm of the gradient on D's
+    first-layer weights (and the classifier's losses when used)."""
+    aux_g = aux if aux_g is None else aux_g
+    if (aux or aux_g) and not G.conditional:
+        raise ValueError("aux needs a conditional generator and discriminator")
+    if aux < 0 or aux_g < 0:
+        raise ValueError(f"aux and aux_g are loss weights >= 0, got {aux} and {aux_g}; 0 turns the term off")
+    _check_aux(D, max(aux, aux_g))
     calls = 0
 
     def step(x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -338,18 +471,27 @@ def wgan_gp_step(G: GenerativeModel, D: nn.Module, opt_G: torch.optim.Optimizer,
         real, labels = to_tanh_range(x), (y if G.conditional else None)
         with torch.set_grad_enabled(update_G):   # G's graph only on the calls that update G
             fake = G(torch.randn(x.shape[0], G.z_dim, device=x.device), labels)
-        d_real, d_fake = D(real, labels), D(fake.detach(), labels)
+        d_real, _, logits_real = judge(D, real, labels, logits=aux > 0)
+        d_fake = D(fake.detach(), labels)
         gp, grad_norm = gradient_penalty(D, real, fake, labels, gp_lambda)
         loss_D = d_fake.mean() - d_real.mean() + gp
+        out = {"loss_D": loss_D, "D(x)": d_real.mean(), "D(G(z))": d_fake.mean(), "gp": gp,
+               "grad_norm_xhat": grad_norm}
+        if aux:
+            out["class_loss_real"] = F.cross_entropy(logits_real, labels)
+            loss_D = out["loss_D"] = loss_D + aux * out["class_loss_real"]
         opt_D.zero_grad(set_to_none=True)
         loss_D.backward()
-        out = {"loss_D": loss_D, "D(x)": d_real.mean(), "D(G(z))": d_fake.mean(), "gp": gp,
-               "grad_norm_xhat": grad_norm, "grad_norm_D_first": D.first.weight.grad.norm()}
+        out["grad_norm_D_first"] = D.first.weight.grad.norm()
         require_finite(loss_D, "loss_D")
         opt_D.step()
         if update_G:
             with frozen(D):                      # no gradient for the critic's weights here
-                loss_G = -D(fake, labels).mean()
+                scores, _, logits_fake = judge(D, fake, labels, logits=aux_g > 0)
+                loss_G = -scores.mean()
+                if aux_g:
+                    out["class_loss_fake"] = F.cross_entropy(logits_fake, labels)
+                    loss_G = loss_G + aux_g * out["class_loss_fake"]
                 opt_G.zero_grad(set_to_none=True)
                 loss_G.backward()
             require_finite(loss_G, "loss_G")

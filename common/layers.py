@@ -192,3 +192,16 @@ class GenerativeModel(nn.Module):
 def mlp_trunk(in_features: int, hidden: int) -> nn.Sequential:
     """Flatten, then one hidden layer: the encoder trunk of the MLP VAE and the MLP classifier."""
     return nn.Sequential(nn.Flatten(), nn.Linear(in_features, hidden), nn.ReLU())
+
+
+def channels_last_on_cpu(*models: nn.Module) -> None:
+    """On the CPU, store the models' conv weights channels-last (NHWC), in place.
+
+    PyTorch's CPU convolutions (oneDNN) run faster in that layout, most of all a conv with few
+    output channels (a generator's last 3x3 conv to 1 channel ran 3.5x faster). The conditional
+    GAN steps of notebook 04 ran 1.2-1.4x faster with it on a 2-core CPU. Results are the same up
+    to float rounding (another order of summation). On other devices nothing changes: we did not
+    measure it there."""
+    for m in models:
+        if next(m.parameters()).device.type == "cpu":
+            m.to(memory_format=torch.channels_last)

@@ -136,3 +136,14 @@ def source(*objects) -> "IPython.display.Code":  # noqa: F821
     from IPython.display import Code
 
     return Code("\n\n".join(inspect.getsource(o) for o in objects), language="python")
+
+
+def plain_log_ticks(ax: plt.Axes, axis: str = "y") -> None:
+    """Label a log axis with plain numbers at 1, 2 and 5 times each power of ten (2, 5, 10, 20),
+    instead of matplotlib's "2×10⁰" for ranges inside one decade."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    target = ax.yaxis if axis == "y" else ax.xaxis
+    target.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    target.set_minor_formatter(NullFormatter())

@@ -312,3 +312,122 @@ def test_d_is_unfrozen_even_when_g_backward_is_interrupted():
     with pytest.raises(KeyboardInterrupt):
         step(torch.rand(4, 1, 28, 28), torch.zeros(4, dtype=torch.long))
     assert all(p.requires_grad for p in D.parameters())
+
+
+def _projection(shared=False, aux_classifier=True, batch_norm=True, seed=0):
+    torch.manual_seed(seed)
+    return gan.ProjectionDiscriminator(S, 10, channels=8, batch_norm=batch_norm, shared=shared,
+                                       aux_classifier=aux_classifier)
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_projection_discriminator_scores_are_a_per_class_linear_function_of_the_features(shared):
+    D = _projection(shared=shared).eval()
+    x, y = torch.rand(6, 1, 28, 28) * 2 - 1, torch.tensor([0, 1, 2, 3, 9, 9])
+    h = D.features(x)
+    assert h.shape == (6, 16 * 7 * 7)      # channels 8: 8 maps at 14x14, 16 at 7x7
+    expected = torch.stack([D.heads.weight[c] @ h[i] for i, c in enumerate(y.tolist())])
+    if shared:
+        expected = expected + D.shared(h).squeeze(1)
+    assert torch.allclose(D(x, y), expected, atol=1e-5)
+    assert D.classify(h).shape == (6, 10)
+    # the label only enters at the end: the same image under two labels differs by <w_a - w_b, h>
+    a, b = D(x, torch.zeros(6, dtype=torch.long)), D(x, torch.ones(6, dtype=torch.long))
+    assert torch.allclose(a - b, h @ (D.heads.weight[0] - D.heads.weight[1]), atol=1e-5)
+
+
+def test_judge_shares_one_trunk_pass_and_refuses_aux_without_a_classifier():
+    D = _projection().eval()
+    calls = []
+    D.trunk.register_forward_hook(lambda *a: calls.append(1))
+    x, y = torch.rand(4, 1, 28, 28) * 2 - 1, torch.arange(4)
+    wrong = gan.wrong_labels(y, 10)
+    s, sw, logits = gan.judge(D, x, y, wrong, logits=True)
+    assert len(calls) == 1
+    assert torch.allclose(s, D(x, y)) and torch.allclose(sw, D(x, wrong)) and logits.shape == (4, 10)
+    with pytest.raises(ValueError, match="no auxiliary classifier"):
+        gan.judge(gan.ConditionalDiscriminator(S, 10, 8), x, y, logits=True)
+    with pytest.raises(ValueError, match="aux_classifier=True"):
+        _projection(aux_classifier=False).classify(torch.zeros(1, 16 * 7 * 7))
+
+
+def test_wrong_labels_are_never_the_label_and_cover_every_other_class():
+    torch.manual_seed(0)
+    y = torch.arange(10).repeat(2000)
+    w = gan.wrong_labels(y, 10)
+    assert not (w == y).any() and w.min() >= 0 and w.max() <= 9
+    counts = torch.bincount(w[y == 3], minlength=10)
+    assert counts[3] == 0 and (counts[torch.arange(10) != 3] > 150).all()   # ~222 each
+
+
+def test_matching_aware_and_classifier_terms_are_the_written_losses():
+    """The step's loss_D and loss_G against the formulas, with the same noise and wrong labels."""
+    import copy
+    torch.manual_seed(1)
+    G, D = gan.ConditionalGenerator(S, 10, 8, 8), _projection()
+    G2, D2 = copy.deepcopy(G), copy.deepcopy(D)
+    opt_G, opt_D = (torch.optim.SGD(m.parameters(), lr=0.0) for m in (G, D))   # lr 0: weights fixed
+    x, y = torch.rand(16, 1, 28, 28), torch.arange(16) % 10
+    torch.manual_seed(2)
+    out = gan.dcgan_step(G, D, opt_G, opt_D, mismatch=0.5, aux=0.7)(x, y)
+    torch.manual_seed(2)
+    fake = G2(torch.randn(16, 8), y)
+    wrong = gan.wrong_labels(y, 10)
+    real = x * 2 - 1
+    bce = F.binary_cross_entropy_with_logits
+    loss_D = (bce(D2(real, y), torch.ones(16)) + bce(D2(fake, y), torch.zeros(16))
+              + 0.5 * bce(D2(real, wrong), torch.zeros(16))
+              + 0.7 * F.cross_entropy(D2.classify(D2.features(real)), y))
+    loss_G = bce(D2(fake, y), torch.ones(16)) + 0.7 * F.cross_entropy(D2.classify(D2.features(fake)), y)
+    assert out["loss_D"].item() == pytest.approx(loss_D.item(), rel=1e-5)
+    assert out["loss_G"].item() == pytest.approx(loss_G.item(), rel=1e-5)
+    assert set(out) >= {"D(x, wrong label)", "class_loss_real", "class_loss_fake"}
+    with pytest.raises(ValueError, match="need a conditional generator"):
+        gan.dcgan_step(*_pair(conditional=False), opt_G, opt_D, mismatch=0.5)
+    with pytest.raises(ValueError, match="loss weights >= 0"):
+        gan.dcgan_step(G, D, opt_G, opt_D, aux=-1)
+
+
+def test_the_auxiliary_classifier_term_teaches_g_the_requested_class():
+    """D frozen (lr 0), the adversarial term switched off: G's step must lower D's classifier's
+    cross-entropy for the requested classes on G's own noise. A sign flip of the term fails here."""
+    torch.manual_seed(3)
+    G, D = gan.ConditionalGenerator(S, 10, 8, 8), _projection()
+    opt_G = torch.optim.SGD(G.parameters(), lr=0.05)
+    opt_D = torch.optim.SGD(D.parameters(), lr=0.0)
+    x, y = torch.rand(32, 1, 28, 28), torch.arange(32) % 10
+    step = gan.dcgan_step(G, D, opt_G, opt_D, g_loss=lambda s: 0 * s.mean(), aux=1.0)
+    torch.manual_seed(4)
+    z = torch.randn(32, 8)
+
+    def class_loss():
+        return F.cross_entropy(D.classify(D.features(G(z, y))), y).item()
+
+    before = class_loss()
+    torch.manual_seed(4)
+    step(x, y)
+    assert class_loss() < before
+
+
+def test_wgan_gp_step_with_the_auxiliary_classifier_is_the_written_loss():
+    import copy
+    torch.manual_seed(1)
+    G, D = gan.ConditionalGenerator(S, 10, 8, 8), _projection(batch_norm=False)
+    G2, D2 = copy.deepcopy(G), copy.deepcopy(D)
+    opt_G, opt_D = (torch.optim.SGD(m.parameters(), lr=0.0) for m in (G, D))
+    x, y = torch.rand(16, 1, 28, 28), torch.arange(16) % 10
+    torch.manual_seed(2)
+    out = gan.wgan_gp_step(G, D, opt_G, opt_D, n_critic=1, aux=0.7, aux_g=0.3)(x, y)
+    torch.manual_seed(2)
+    fake = G2(torch.randn(16, 8), y)
+    real = x * 2 - 1
+    gp, _ = gan.gradient_penalty(D2, real, fake, y)              # the same alpha: drawn next
+    ce = lambda imgs: F.cross_entropy(D2.classify(D2.features(imgs)), y)
+    loss_D = D2(fake, y).mean() - D2(real, y).mean() + gp + 0.7 * ce(real)
+    loss_G = -D2(fake, y).mean() + 0.3 * ce(fake)
+    assert out["loss_D"].item() == pytest.approx(loss_D.item(), rel=1e-5)
+    assert out["loss_G"].item() == pytest.approx(loss_G.item(), rel=1e-5)
+    with pytest.raises(ValueError, match="no auxiliary classifier"):
+        gan.wgan_gp_step(G, gan.ConditionalDiscriminator(S, 10, 8, batch_norm=False), opt_G, opt_D, aux=1.0)
+    with pytest.raises(ValueError, match="aux=0"):
+        gan.dcgan_step(G, _projection(aux_classifier=False), opt_G, opt_D, aux=1.0)

@@ -121,3 +121,58 @@ def test_no_fashion_mnist_geometry_is_hard_wired(filename):
                if tok.type == tokenize.NUMBER and tok.string in {"28", "14", "7", "49", "784"}
                and tokens[i - 2].string != "fontsize"]  # font sizes are not geometry
     assert not numbers, f"{filename}: literal image sizes at lines {numbers}"
+
+
+def test_class_accuracy_counts_the_requested_class_per_class_and_keeps_the_global_rng():
+    from common import classifiers, gan
+
+    class Oracle(torch.nn.Module):           # "classifies" by mean brightness bucket
+        def predict(self, x):
+            return (x.mean((1, 2, 3)) * 10).long().clamp(0, 9)
+
+    class Painter(gan.ConditionalGenerator):  # paints class c as brightness (c + 0.5) / 10, class 3 wrong
+        def _sample(self, n, labels):
+            value = (labels.float() + 0.5) / 10
+            value = torch.where(labels == 3, torch.full_like(value, 0.05), value)
+            return value[:, None, None, None].expand(n, *self.image_shape).clone()
+
+    G = Painter((1, 28, 28), 10, 8, 8)
+    torch.manual_seed(0)
+    before = torch.rand(1)
+    torch.manual_seed(0)
+    acc = classifiers.class_accuracy(G, Oracle(), per_class=7)
+    assert acc == [1.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+    assert torch.equal(torch.rand(1), before)            # global random state untouched
+    with pytest.raises(ValueError, match="not conditional"):
+        classifiers.class_accuracy(gan.DCGANGenerator((1, 28, 28), 8, 8), Oracle(), 2)
+
+
+def test_plain_log_ticks_label_a_log_axis_with_plain_numbers():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from common import plots
+    fig, ax = plt.subplots()
+    ax.plot([1, 2, 3], [2.5, 7, 30])
+    ax.set_yscale("log")
+    plots.plain_log_ticks(ax)
+    fig.canvas.draw()
+    labels = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+    assert {"5", "10", "20"} <= set(labels) and not any("times" in s or "^" in s for s in labels), labels
+    plt.close(fig)
+
+
+def test_channels_last_on_cpu_changes_the_layout_not_the_results(tmp_path, monkeypatch):
+    from common import gan
+    torch.manual_seed(0)
+    G = gan.ConditionalGenerator((1, 28, 28), 10, 8, 8).eval()
+    z, y = torch.randn(5, 8), torch.arange(5)
+    before = G(z, y)
+    layers.channels_last_on_cpu(G)
+    conv = G.ups[0][1].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    assert torch.allclose(G(z, y), before, atol=1e-5)
+    monkeypatch.setenv("DGM_DATA_DIR", str(tmp_path))
+    checkpoints.save_checkpoint(G, "g")                  # saves and loads like any model
+    loaded, _ = checkpoints.load_checkpoint("g")
+    assert torch.allclose(loaded(z, y), before, atol=1e-5)
