@@ -68,3 +68,29 @@ def test_a_domain_classifier_needs_labels(tmp_path, monkeypatch):
     monkeypatch.setenv("DGM_DATA_DIR", str(tmp_path))
     with pytest.raises(ValueError, match="no class labels"):
         train_domain_classifier.train_domain_classifier(f"image_folder:{tmp_path}", epochs=1)
+
+
+def test_cgan_ablation_records_every_epoch_and_reads_back(tmp_path):
+    """The ablation tool on 256 training images: one JSON per recipe, written atomically, with the
+    per-class accuracy and FID of every epoch; load() returns them in the table's order."""
+    from tools import cgan_ablation
+    out = tmp_path / "ablation"
+    cgan_ablation.main(["--only", "heads + AC + matching-aware", "label channels", "WGAN-GP, heads + AC, n_critic 1",
+                        "--epochs", "2",
+                        "--per-class", "4", "--fid-n", "100", "--limit", "256", "--out", str(out)])
+    results = cgan_ablation.load(out)
+    assert list(results) == ["label channels", "heads + AC + matching-aware",
+                             "WGAN-GP, heads + AC, n_critic 1"]                  # RECIPES order
+    w = results["WGAN-GP, heads + AC, n_critic 1"]
+    assert [e["epoch"] for e in w["ema_epochs"]] == [1, 2] and w["epochs"][-1]["g_updates"] == 2 * 4  # batch 64
+    assert results["label channels"]["ema_epochs"] == []
+    r = results["heads + AC + matching-aware"]
+    assert [e["epoch"] for e in r["epochs"]] == [1, 2]
+    e = r["epochs"][-1]
+    assert len(e["accuracy"]) == 10 and all(0 <= a <= 1 for a in e["accuracy"])
+    assert e["mean_accuracy"] == pytest.approx(sum(e["accuracy"]) / 10) and e["fid"] > 0
+    assert e["g_updates"] == 2 * 2 and e["train_seconds"] > 0    # 256 images / batch 128 = 2 per epoch
+    assert r["recipe"]["aux"] == 1.0 and r["recipe"]["mismatch"] == 0.5 and r["train_images"] == 256
+    assert len(r["real_accuracy"]) == 10 and not list(out.glob("*.tmp*"))
+    from PIL import Image
+    assert Image.open(out / "heads-ac-matching-aware.png").size == (8 * 29 + 1, 10 * 29 + 1)

@@ -1,0 +1,181 @@
+"""What does each change to the conditional GAN buy? Train every recipe of notebook 04's table.
+
+    .venv/bin/python -m tools.cgan_ablation [--only NAME ...] [--epochs 4] [--threads N]
+                                           [--out data/results/cgan_ablation]
+
+Each recipe trains a conditional generator on Fashion-MNIST from the same seed with the course's
+own code (``gan.dcgan_step`` / ``gan.wgan_gp_step``, ``training.train``), and after every epoch
+records, per class, how often the course's conv classifier (the domain-FID network) assigns
+``--per-class`` samples to the class they were asked for, and the domain FID of ``--fid-n``
+class-balanced samples against the test set. One JSON file per recipe is written to ``--out``
+(atomically, so an interrupted run leaves the others intact), with a PNG of the last epoch's
+samples (rows: classes; columns: the same 8 noise vectors); notebook 04 reads them and prints the
+table. Training time and images/s exclude the evaluations. Two recipes can run side by side
+on a 2-core CPU with ``--threads 1`` each (``--only`` picks them).
+
+The recipes differ from the first one ("label channels", the DCGAN/WGAN-GP reports' conditioning:
+the label as one extra channel in G and D) in one or two things each, so the table says what each
+change buys. The generator is the same in every recipe.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import time
+from pathlib import Path
+
+import torch
+import torchvision
+
+from common import classifiers, data, features, fid, gan, layers, runtime, training
+
+# name -> (what changed, settings). Defaults: the conditional DCGAN of notebook 03's settings.
+BASE = dict(loss="dcgan", discriminator="channels", aux=0.0, aux_g=None, mismatch=0.0, batch=128,
+            lr=2e-4, betas=(0.5, 0.999), n_critic=1, ema=False, channels=32)
+WGAN = dict(loss="wgan-gp", lr=1e-4, betas=(0.0, 0.9), batch=64, n_critic=5)   # the WGAN-GP paper's
+FINAL = dict(discriminator="heads", aux=1.0, mismatch=0.5, batch=64)
+WGAN_AC = dict(WGAN, discriminator="heads", aux=1.0, lr=2e-4)
+RECIPES = {
+    "label channels": ("the reports' recipe: the label as an extra channel in G and D", {}),
+    "+ matching-aware": ("real images with a wrong label count as fakes (weight 0.5)", dict(mismatch=0.5)),
+    "projection D (Miyato)": ("D reads the label at the end: psi(h) + <w_y, h>",
+                              dict(discriminator="projection")),
+    "per-class heads D": ("D reads the label at the end: <w_y, h>, one head per class",
+                          dict(discriminator="heads")),
+    "heads + aux. classifier": ("+ an auxiliary classifier on D's features (AC-GAN), weight 1",
+                                dict(discriminator="heads", aux=1.0)),
+    "heads + AC + matching-aware": ("both terms", dict(discriminator="heads", aux=1.0, mismatch=0.5)),
+    "heads + AC + m.-a., batch 64": ("twice the updates per epoch: notebook 04's conditional DCGAN",
+                                     dict(FINAL, ema=True)),
+    "WGAN-GP, label channels": ("the WGAN-GP paper's settings: n_critic 5, lr 1e-4", dict(WGAN)),
+    "WGAN-GP, heads + AC, n_critic 2": ("the critic reads the label at the end, + classifier; lr 2e-4, "
+                                        "2.5x the generator updates", dict(WGAN_AC, n_critic=2, ema=True)),
+    "WGAN-GP, heads + AC, n_critic 1": ("one critic step per generator step", dict(WGAN_AC, n_critic=1, ema=True)),
+    "WGAN-GP, heads + AC, n_critic 5": ("as n_critic 2, with the paper's 5", dict(WGAN_AC)),
+}
+
+
+def build(recipe: dict, image_shape: tuple, k: int, device):
+    """The generator, discriminator and step of one recipe (and the EMA, or None)."""
+    G = gan.ConditionalGenerator(image_shape, k, 100, recipe["channels"]).to(device)
+    wgan = recipe["loss"] == "wgan-gp"
+    if recipe["discriminator"] == "channels":
+        D = gan.ConditionalDiscriminator(image_shape, k, recipe["channels"], batch_norm=not wgan)
+    else:
+        D = gan.ProjectionDiscriminator(image_shape, k, recipe["channels"], batch_norm=not wgan,
+                                        shared=recipe["discriminator"] == "projection",
+                                        aux_classifier=recipe["aux"] > 0)
+    D = D.to(device)
+    layers.channels_last_on_cpu(G, D)
+    opt_G, opt_D = (torch.optim.Adam(m.parameters(), lr=recipe["lr"], betas=recipe["betas"]) for m in (G, D))
+    ema = gan.EMA(G) if recipe["ema"] else None
+    if wgan:
+        if recipe["mismatch"]:
+            raise ValueError("the matching-aware term is a DCGAN (BCE) recipe here; set mismatch=0 for WGAN-GP")
+        step = gan.wgan_gp_step(G, D, opt_G, opt_D, recipe["n_critic"], ema=ema, aux=recipe["aux"],
+                                aux_g=recipe["aux_g"])
+    else:
+        step = gan.dcgan_step(G, D, opt_G, opt_D, ema=ema, aux=recipe["aux"], mismatch=recipe["mismatch"])
+    return G, D, step, ema
+
+
+def run(name: str, settings: dict, epochs: int, per_class: int, fid_n: int, device, out: Path,
+        limit: int | None = None) -> dict:
+    recipe = {**BASE, **settings}
+    train = data.load_dataset("fashion_mnist", "train", device=device, limit=limit)
+    test = data.load_dataset("fashion_mnist", "test", device=device)
+    k = len(train.classes)
+    extractor = features.extractor_for(test, "auto", device)
+    reference = fid.reference_stats(test, fid_n, extractor)
+    clf = extractor.model
+    torch.manual_seed(0)
+    G, D, step, ema = build(recipe, train.image_shape, k, device)
+    batches = train.batches(recipe["batch"], seed=0)
+    grid_z = torch.randn(8, G.z_dim, generator=torch.Generator().manual_seed(1)).to(device).repeat(k, 1)
+    grid_y = torch.arange(k, device=device).repeat_interleave(8)       # rows = classes, same 8 z
+
+    def measure(model, epoch, history) -> dict:
+        acc = classifiers.class_accuracy(model, clf, per_class)
+        value = fid.fid(model, reference, fid_n, extractor, seed=0, progress=False).value
+        g_updates = epoch * len(batches) // recipe["n_critic"]
+        row = dict(epoch=epoch, accuracy=acc, mean_accuracy=sum(acc) / k, min_accuracy=min(acc), fid=value,
+                   g_updates=g_updates, train_seconds=history.seconds,
+                   images_per_s=history.images_seen / history.seconds)
+        print(f"{name}{' (EMA)' if model is not G else ''} | epoch {epoch}: accuracy {row['mean_accuracy']:.1%} "
+              f"(min {min(acc):.0%}), FID {value:.2f}, {g_updates} G updates, {history.seconds:.0f} s, "
+              f"{row['images_per_s']:.0f} img/s", flush=True)
+        return row
+
+    def evaluate(epoch, history):
+        result["epochs"].append(measure(G, epoch, history))
+        if ema is not None:                     # the same run, sampled from the average of G's weights
+            result["ema_epochs"].append(measure(ema.recalibrate(), epoch, history))
+        save(out, name, result)
+        with torch.no_grad(), layers.eval_mode(G):             # the table's sample grid, fixed noise
+            grid = gan.from_tanh_range(G(grid_z, grid_y)).clamp(0, 1)
+        tmp = out / (file_name(name)[:-5] + ".tmp.png")
+        torchvision.utils.save_image(grid, tmp, nrow=8, padding=1, pad_value=1.0)
+        os.replace(tmp, out / (file_name(name)[:-5] + ".png"))
+
+    result = dict(name=name, order=list(RECIPES).index(name), change=RECIPES[name][0], recipe=recipe, epochs=[],
+                  ema_epochs=[],
+                  classes=list(train.classes), grid=file_name(name)[:-5] + ".png", fid_n=fid_n, per_class=per_class,
+                  train_images=len(train),
+                  classifier=extractor.name, real_accuracy=_real_accuracy(clf, test),
+                  device=str(device), threads=torch.get_num_threads(), cpu=platform.processor() or platform.machine(),
+                  torch=torch.__version__, date=time.strftime("%Y-%m-%d"))
+    training.train(step, batches, epochs, callbacks=[evaluate], desc=name)
+    return result
+
+
+def _real_accuracy(clf, test) -> list[float]:
+    pred = clf.predict(test[:][0])
+    return [(pred[test.labels == c] == c).float().mean().item() for c in range(len(test.classes))]
+
+
+def file_name(name: str) -> str:
+    """'heads + AC + matching-aware' -> 'heads-ac-matching-aware.json'."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") + ".json"
+
+
+def save(out: Path, name: str, result: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / (file_name(name) + ".tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    os.replace(tmp, out / file_name(name))
+
+
+def load(out: "str | Path") -> dict[str, dict]:
+    """The recorded results in ``out``, by recipe name, in the order of :data:`RECIPES`."""
+    out = Path(out)
+    found = {}
+    for name in RECIPES:
+        path = out / file_name(name)
+        if path.exists():
+            found[name] = json.loads(path.read_text())
+    return found
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--only", nargs="*", choices=list(RECIPES), help="recipes to run (default: all)")
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--per-class", type=int, default=500)
+    p.add_argument("--fid-n", type=int, default=5_000)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
+    p.add_argument("--device", default=None)
+    p.add_argument("--limit", type=int, default=None, help="train on the first N images only (tests)")
+    p.add_argument("--out", default="data/results/cgan_ablation")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device) if args.device else runtime.get_device()
+    for name in args.only or list(RECIPES):
+        run(name, RECIPES[name][1], args.epochs, args.per_class, args.fid_n, device, Path(args.out), args.limit)
+
+
+if __name__ == "__main__":
+    main()
