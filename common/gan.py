@@ -2,7 +2,9 @@
 
 Introduced in notebooks/03_dcgan.ipynb (losses, DCGAN, :func:`dcgan_step`) and
 notebooks/04_conditional_gan.ipynb (label conditioning, upsample + conv generator, the gradient
-penalty, :func:`wgan_gp_step`). Every model takes ``image_shape`` and derives its stages from it
+penalty, :func:`wgan_gp_step`, and what makes samples follow their label:
+:class:`ProjectionDiscriminator`, the auxiliary-classifier and matching-aware terms of the steps).
+Every model takes ``image_shape`` and derives its stages from it
 (:func:`common.layers.resolution_stages`): 7 -> 14 -> 28, or the DCGAN paper's 4 -> ... -> 64.
 
 Generators output Tanh images in [-1, 1] (the data are scaled to match); ``sample()`` maps them
