@@ -113,17 +113,17 @@ def run(name: str, settings: dict, epochs: int, per_class: int, fid_n: int, devi
         result["epochs"].append(measure(G, epoch, history))
         if ema is not None:                     # the same run, sampled from the average of G's weights
             result["ema_epochs"].append(measure(ema.recalibrate(), epoch, history))
-        save(out, name, result)
         with torch.no_grad(), layers.eval_mode(G):             # the table's sample grid, fixed noise
             grid = gan.from_tanh_range(G(grid_z, grid_y)).clamp(0, 1)
-        tmp = out / (file_name(name)[:-5] + ".tmp.png")
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = out / (stem(name) + ".tmp.png")
         torchvision.utils.save_image(grid, tmp, nrow=8, padding=1, pad_value=1.0)
-        os.replace(tmp, out / (file_name(name)[:-5] + ".png"))
+        os.replace(tmp, out / result["grid"])
+        save(out, name, result)                 # after the PNG it names
 
-    result = dict(name=name, order=list(RECIPES).index(name), change=RECIPES[name][0], recipe=recipe, epochs=[],
-                  ema_epochs=[],
-                  classes=list(train.classes), grid=file_name(name)[:-5] + ".png", fid_n=fid_n, per_class=per_class,
-                  train_images=len(train),
+    result = dict(name=name, order=list(RECIPES).index(name), change=RECIPES[name][0], recipe=recipe,
+                  epochs=[], ema_epochs=[], classes=list(train.classes), grid=stem(name) + ".png",
+                  fid_n=fid_n, per_class=per_class, train_images=len(train),
                   classifier=extractor.name, real_accuracy=_real_accuracy(clf, test),
                   device=str(device), threads=torch.get_num_threads(), cpu=platform.processor() or platform.machine(),
                   torch=torch.__version__, date=time.strftime("%Y-%m-%d"))
@@ -132,13 +132,16 @@ def run(name: str, settings: dict, epochs: int, per_class: int, fid_n: int, devi
 
 
 def _real_accuracy(clf, test) -> list[float]:
-    pred = clf.predict(test[:][0])
-    return [(pred[test.labels == c] == c).float().mean().item() for c in range(len(test.classes))]
+    return classifiers.per_class_accuracy(clf.predict(test[:][0]), test.labels, len(test.classes))
+
+
+def stem(name: str) -> str:
+    """'heads + AC + matching-aware' -> 'heads-ac-matching-aware' (its .json and .png)."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
 def file_name(name: str) -> str:
-    """'heads + AC + matching-aware' -> 'heads-ac-matching-aware.json'."""
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") + ".json"
+    return stem(name) + ".json"
 
 
 def save(out: Path, name: str, result: dict) -> None:
