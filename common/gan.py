@@ -278,6 +278,26 @@ class ProjectionDiscriminator(nn.Module):
         return self.score(self.features(x), labels)
 
 
+DISCRIMINATORS = ("channels", "heads", "projection")
+
+
+def conditional_discriminator(kind: str, image_shape: tuple, n_classes: int, channels: int = 32,
+                              batch_norm: bool = True, aux: float = 0.0) -> nn.Module:
+    """The conditional discriminator of notebook 04 by how it reads the label: ``"channels"`` (the
+    reports': an extra input channel, :class:`ConditionalDiscriminator`), ``"heads"`` (one linear
+    head per class on D's features) or ``"projection"`` (Miyato & Koyama: shared term + heads),
+    both :class:`ProjectionDiscriminator`, with an auxiliary classifier when ``aux > 0``. A WGAN-GP
+    critic takes ``batch_norm=False`` (the penalty is per image)."""
+    if kind not in DISCRIMINATORS:
+        raise ValueError(f"discriminator {kind!r} is not one of {', '.join(DISCRIMINATORS)}")
+    if kind == "channels":
+        if aux:
+            raise ValueError("aux > 0 needs a discriminator with a classifier: use 'heads' or 'projection'")
+        return ConditionalDiscriminator(image_shape, n_classes, channels, batch_norm=batch_norm)
+    return ProjectionDiscriminator(image_shape, n_classes, channels, batch_norm=batch_norm,
+                                   shared=kind == "projection", aux_classifier=aux > 0)
+
+
 def judge(D: nn.Module, x: torch.Tensor, labels: torch.Tensor, wrong: torch.Tensor | None = None,
           logits: bool = False) -> tuple:
     """D's scores of ``x`` as ``labels``, and optionally as ``wrong`` labels and D's class logits.

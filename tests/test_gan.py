@@ -431,3 +431,18 @@ def test_wgan_gp_step_with_the_auxiliary_classifier_is_the_written_loss():
         gan.wgan_gp_step(G, gan.ConditionalDiscriminator(S, 10, 8, batch_norm=False), opt_G, opt_D, aux=1.0)
     with pytest.raises(ValueError, match="aux=0"):
         gan.dcgan_step(G, _projection(aux_classifier=False), opt_G, opt_D, aux=1.0)
+
+
+def test_conditional_discriminator_builds_each_kind_and_refuses_what_cannot_work():
+    shape = (1, 28, 28)
+    channels = gan.conditional_discriminator("channels", shape, 10, 8, batch_norm=True)
+    assert isinstance(channels, gan.ConditionalDiscriminator)
+    heads = gan.conditional_discriminator("heads", shape, 10, 8, batch_norm=False, aux=1.0)
+    assert isinstance(heads, gan.ProjectionDiscriminator) and heads.shared is None and heads.aux is not None
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in heads.modules())
+    projection = gan.conditional_discriminator("projection", shape, 10, 8)
+    assert projection.shared is not None and projection.aux is None
+    with pytest.raises(ValueError, match="aux > 0 needs a discriminator with a classifier"):
+        gan.conditional_discriminator("channels", shape, 10, 8, aux=1.0)
+    with pytest.raises(ValueError, match="'onehot' is not one of channels, heads, projection"):
+        gan.conditional_discriminator("onehot", shape, 10, 8)

@@ -62,12 +62,8 @@ def build(recipe: dict, image_shape: tuple, k: int, device):
     """The generator, discriminator and step of one recipe (and the EMA, or None)."""
     G = gan.ConditionalGenerator(image_shape, k, 100, recipe["channels"]).to(device)
     wgan = recipe["loss"] == "wgan-gp"
-    if recipe["discriminator"] == "channels":
-        D = gan.ConditionalDiscriminator(image_shape, k, recipe["channels"], batch_norm=not wgan)
-    else:
-        D = gan.ProjectionDiscriminator(image_shape, k, recipe["channels"], batch_norm=not wgan,
-                                        shared=recipe["discriminator"] == "projection",
-                                        aux_classifier=recipe["aux"] > 0)
+    D = gan.conditional_discriminator(recipe["discriminator"], image_shape, k, recipe["channels"],
+                                      batch_norm=not wgan, aux=recipe["aux"])
     D = D.to(device)
     layers.channels_last_on_cpu(G, D)
     opt_G, opt_D = (torch.optim.Adam(m.parameters(), lr=recipe["lr"], betas=recipe["betas"]) for m in (G, D))

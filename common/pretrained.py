@@ -1,0 +1,139 @@
+"""The course's pretrained models: ``data/pretrained/``, tracked by git, with a manifest.
+
+Each model is one checkpoint file in the course's format (:mod:`common.checkpoints`: plain
+containers, loaded with ``weights_only=True``), named like the notebooks' checkpoints
+(``<model>-<dataset>-<C>x<H>x<W>.pt``). ``manifest.json`` lists, for every file: its SHA-256,
+the budget that trained it (profile, epochs, device, training seconds, date), its metrics, and how
+its weights are stored.
+
+- **Half precision.** A model's float32 weights are stored as float16 when that moves no pixel
+  of its samples by more than 1/255 (measured when the file is written, on a fixed batch of
+  samples, and recorded as ``max_pixel_change``); otherwise they stay float32. :func:`load`
+  gives float32 weights back either way.
+- **Hash check.** :func:`load` compares the file's SHA-256 with the manifest's before reading
+  it; a file that differs (damaged, half downloaded, edited) is refused with the fix.
+
+``python -m tools.pretrain`` trains and writes them (see its docstring for the budgets).
+"""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from . import checkpoints, runtime
+
+DIR = runtime.REPO_ROOT / "data" / "pretrained"
+MANIFEST = "manifest.json"
+TOLERANCE = 1 / 255
+
+
+class PretrainedError(RuntimeError):
+    """A pretrained model that is not listed, missing, or does not match its manifest."""
+
+
+def manifest(directory: str | Path = DIR) -> dict:
+    """The manifest: ``{"models": {name: entry}}`` (empty when there is none yet)."""
+    path = Path(directory) / MANIFEST
+    if not path.is_file():
+        return {"models": {}}
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise PretrainedError(f"{path} is not valid JSON ({err}); restore it with "
+                              f"`git checkout -- {path.name}` in {path.parent}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("models"), dict):
+        raise PretrainedError(f"{path} has no 'models' table; restore it from git")
+    return data
+
+
+def names(directory: str | Path = DIR) -> list[str]:
+    """The pretrained models the manifest lists."""
+    return sorted(manifest(directory)["models"])
+
+
+def entry(name: str, directory: str | Path = DIR) -> dict:
+    """The manifest's record of ``name`` (hash, budget, metrics, storage)."""
+    models = manifest(directory)["models"]
+    if name not in models:
+        listed = ", ".join(sorted(models)) or "none"
+        raise PretrainedError(f"no pretrained model {name!r} in {Path(directory) / MANIFEST} (listed: {listed}); "
+                              "`python -m tools.pretrain` trains them")
+    return models[name]
+
+
+def _read(path: Path, device: torch.device | str) -> tuple[torch.nn.Module, dict]:
+    """Rebuild the model in ``path`` with float32 weights (the half-precision ones cast back)."""
+    payload = checkpoints.read_checkpoint(path)
+    half = set(payload["extra"].get("half_precision_keys", []))
+    payload["state_dict"] = {k: v.float() if k in half else v for k, v in payload["state_dict"].items()}
+    return checkpoints.rebuild(payload, path, device), payload
+
+
+def load(name: str, device: torch.device | str = "cpu",
+         directory: str | Path = DIR) -> tuple[torch.nn.Module, dict]:
+    """The pretrained model ``name`` on ``device`` (eval mode, float32) and its manifest entry.
+    The file's SHA-256 must match the manifest's."""
+    record = entry(name, directory)
+    path = Path(directory) / record["file"]
+    if not path.is_file():
+        raise PretrainedError(f"{path} is listed in the manifest but missing; restore it with "
+                              "`git checkout -- data/pretrained/` (or `git lfs pull` on a fork that moved it to LFS)")
+    digest = runtime.file_hash(path)
+    if digest != record["sha256"]:
+        raise PretrainedError(f"{path} does not match its manifest (SHA-256 {digest[:12]}..., expected "
+                              f"{record['sha256'][:12]}...): the file is damaged or was changed. Restore it with "
+                              "`git checkout -- data/pretrained/`, or retrain it with `python -m tools.pretrain`")
+    model, _ = _read(path, device)
+    return model, record
+
+
+def _half_copy(model: torch.nn.Module) -> tuple[torch.nn.Module, list[str]]:
+    """A copy of ``model`` whose float32 parameters and buffers are float16 (others untouched)."""
+    twin = copy.deepcopy(model).cpu()
+    keys = []
+    for key, tensor in twin.state_dict(keep_vars=True).items():
+        if tensor.dtype == torch.float32:
+            tensor.data = tensor.data.half()
+            keys.append(key)
+    return twin, keys
+
+
+@torch.no_grad()
+def _samples(model: torch.nn.Module, sample: Callable[[torch.nn.Module], torch.Tensor], seed: int) -> torch.Tensor:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return sample(model.eval()).float().cpu()
+
+
+def save(model: torch.nn.Module, name: str, record: dict,
+         sample: Callable[[torch.nn.Module], torch.Tensor] | None = None,
+         directory: str | Path = DIR, config: dict | None = None, seed: int = 0) -> dict:
+    """Write ``model`` as ``<directory>/<name>.pt`` and its manifest entry (``record`` plus the
+    file, hash and storage); return the entry. ``sample(model)`` -> images in [0, 1] (default
+    ``model.sample(64)``) decides the storage: float16 if no pixel moves by more than 1/255."""
+    directory = Path(directory)
+    sample = sample or (lambda m: m.sample(64))
+    model = model.cpu().eval()
+    reference = _samples(model, sample, seed)
+    path = directory / f"{name}.pt"
+    twin, keys = _half_copy(model)
+    checkpoints.save_checkpoint(twin, path, config, half_precision_keys=keys)
+    change = (_samples(_read(path, "cpu")[0], sample, seed) - reference).abs().max().item()
+    storage = "float16"
+    if change > TOLERANCE:                  # half precision would change the samples: keep float32
+        checkpoints.save_checkpoint(model, path, config, half_precision_keys=[])
+        change = (_samples(_read(path, "cpu")[0], sample, seed) - reference).abs().max().item()
+        storage = "float32"
+    result = {**record, "file": path.name, "sha256": runtime.file_hash(path), "bytes": path.stat().st_size,
+              "parameters": sum(p.numel() for p in model.parameters()), "storage": storage,
+              "max_pixel_change": change}
+    table = manifest(directory)
+    table["models"][name] = result
+    table["models"] = dict(sorted(table["models"].items()))
+    with runtime.atomic_write(directory / MANIFEST) as f:
+        f.write((json.dumps(table, indent=1) + "\n").encode())
+    return result

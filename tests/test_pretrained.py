@@ -1,0 +1,112 @@
+"""data/pretrained/: half-precision storage, the manifest's hash check, the committed files, the tool."""
+import json
+
+import pytest
+import torch
+
+from common import gan, pretrained, runtime, vae
+from tools import pretrain
+
+
+def _generator(seed=0):
+    torch.manual_seed(seed)
+    G = gan.DCGANGenerator((1, 28, 28), 16, 8)
+    # trained-looking batch norm statistics rather than the (0, 1) defaults
+    for m in G.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.3)
+            m.running_var.uniform_(0.5, 2.0)
+    return G.eval()
+
+
+def _samples(model, n=64, seed=0):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return model.sample(n)
+
+
+def test_save_stores_half_precision_and_load_gives_float32_samples_within_1_over_255(tmp_path):
+    G = _generator()
+    record = pretrained.save(G, "dcgan_test", {"budget": "test", "epochs": 1}, directory=tmp_path)
+    assert record["storage"] == "float16" and record["max_pixel_change"] <= 1 / 255
+    assert record["sha256"] == runtime.file_hash(tmp_path / "dcgan_test.pt")
+    assert record["parameters"] == sum(p.numel() for p in G.parameters())
+    loaded, entry = pretrained.load("dcgan_test", directory=tmp_path)
+    assert entry == record and entry["budget"] == "test"
+    assert all(p.dtype == torch.float32 for p in loaded.state_dict().values() if p.is_floating_point())
+    change = (_samples(loaded) - _samples(G)).abs().max().item()
+    assert 0 < change <= 1 / 255          # rounded, so not bit-identical, but within one grey level
+    # the file holds float16 weights: about half the bytes of the float32 ones
+    float32_bytes = sum(p.numel() * 4 for p in G.state_dict().values() if p.dtype == torch.float32)
+    assert record["bytes"] < 0.6 * float32_bytes + 20_000
+
+
+def test_save_keeps_float32_when_half_precision_would_change_samples(tmp_path, monkeypatch):
+    monkeypatch.setattr(pretrained, "TOLERANCE", 0.0)   # any rounding is now too much
+    G = _generator()
+    record = pretrained.save(G, "strict", {}, directory=tmp_path)
+    assert record["storage"] == "float32" and record["max_pixel_change"] == 0.0
+    loaded, _ = pretrained.load("strict", directory=tmp_path)
+    assert torch.equal(_samples(loaded), _samples(G))
+
+
+def test_manifest_keeps_every_model_and_sorts_them(tmp_path):
+    pretrained.save(_generator(1), "b_model", {"n": 1}, directory=tmp_path)
+    pretrained.save(vae.MLPVAE((1, 28, 28), 4, 16), "a_model", {"n": 2}, directory=tmp_path)
+    pretrained.save(_generator(2), "b_model", {"n": 3}, directory=tmp_path)   # overwritten, not duplicated
+    table = json.loads((tmp_path / pretrained.MANIFEST).read_text())
+    assert list(table["models"]) == ["a_model", "b_model"] and table["models"]["b_model"]["n"] == 3
+    assert pretrained.names(tmp_path) == ["a_model", "b_model"]
+
+
+def test_load_refuses_a_file_that_does_not_match_its_hash(tmp_path):
+    pretrained.save(_generator(), "g", {}, directory=tmp_path)
+    path = tmp_path / "g.pt"
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF                     # one flipped byte in the middle of the weights
+    path.write_bytes(bytes(raw))
+    with pytest.raises(pretrained.PretrainedError, match="does not match its manifest.*git checkout"):
+        pretrained.load("g", directory=tmp_path)
+
+
+def test_unknown_missing_and_broken_manifest_entries_say_what_to_do(tmp_path):
+    with pytest.raises(pretrained.PretrainedError, match="no pretrained model 'nope'.*listed: none.*tools.pretrain"):
+        pretrained.load("nope", directory=tmp_path)
+    pretrained.save(_generator(), "g", {}, directory=tmp_path)
+    (tmp_path / "g.pt").unlink()
+    with pytest.raises(pretrained.PretrainedError, match="missing; restore it"):
+        pretrained.load("g", directory=tmp_path)
+    (tmp_path / pretrained.MANIFEST).write_text("{not json")
+    with pytest.raises(pretrained.PretrainedError, match="not valid JSON"):
+        pretrained.manifest(tmp_path)
+
+
+def test_committed_pretrained_models_match_their_manifest_and_budget():
+    names = pretrained.names()
+    if not names:
+        pytest.skip("data/pretrained/ has no models yet (python -m tools.pretrain)")
+    total = 0
+    for name in names:
+        model, entry = pretrained.load(name)      # checks the SHA-256
+        total += entry["bytes"]
+        assert entry["max_pixel_change"] <= 1 / 255, name
+        for key in ("budget", "epochs", "device", "train_seconds", "metrics", "recipe", "date"):
+            assert key in entry, (name, key)
+        assert entry["metrics"]["fid_domain"] > 0
+        labels = torch.arange(4) if getattr(model, "conditional", False) else None
+        images = model.sample(4, labels)
+        assert images.shape[1:] == (1, 28, 28) and 0 <= images.min() and images.max() <= 1
+    assert total <= 25e6
+
+
+def test_pretrain_tool_trains_measures_and_writes_every_requested_model(tmp_path):
+    pretrain.main(["--only", "dcgan_generator", "cwgan_gp_generator", "--epochs", "1", "--limit", "256",
+                   "--fid-n", "100", "--per-class", "5", "--threads", "1", "--out", str(tmp_path)])
+    table = pretrained.manifest(tmp_path)["models"]
+    assert sorted(table) == ["cwgan_gp_generator-fashion_mnist-1x28x28", "dcgan_generator-fashion_mnist-1x28x28"]
+    wgan = table["cwgan_gp_generator-fashion_mnist-1x28x28"]
+    assert wgan["epochs"] == 1 and wgan["budget"] == "long-cpu" and wgan["recipe"]["n_critic"] == 1
+    assert wgan["metrics"]["fid_n"] == 100 and len(wgan["metrics"]["class_accuracy_per_class"]) == 10
+    assert "class_accuracy" not in table["dcgan_generator-fashion_mnist-1x28x28"]["metrics"]
+    model, _ = pretrained.load("cwgan_gp_generator-fashion_mnist-1x28x28", directory=tmp_path)
+    assert isinstance(model, gan.ConditionalGenerator)
