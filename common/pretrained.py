@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from . import checkpoints, runtime
+from . import checkpoints, classifiers, features, fid, runtime
 
 DIR = runtime.REPO_ROOT / "data" / "pretrained"
 MANIFEST = "manifest.json"
@@ -137,3 +138,98 @@ def save(model: torch.nn.Module, name: str, record: dict,
     with runtime.atomic_write(directory / MANIFEST) as f:
         f.write((json.dumps(table, indent=1) + "\n").encode())
     return result
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
+def budget_text(epochs: int, seconds: float, device: str) -> str:
+    """``"10 epochs, 4.7 min on cpu"``: a training budget in words."""
+    return f"{epochs} epochs, {_minutes(seconds)} on {device}"
+
+
+@dataclass
+class Comparison:
+    """What :func:`compare` measured: sample rows for :func:`common.plots.image_rows`, the
+    printed table, and per model ``{"yours": metrics, "pretrained": metrics}``."""
+    samples: dict
+    table: str
+    metrics: dict
+
+
+def _history_budget(timed: list[str], tag: str, device: torch.device | str) -> tuple[int, str]:
+    """Epochs and budget text of your checkpoints ``timed`` (their training seconds add up)."""
+    histories = [checkpoints.read_checkpoint(f"{t}-{tag}")["extra"]["history"] for t in timed]
+    epochs = len(histories[0]["epochs"])
+    seconds = sum(h["seconds"] for h in histories)
+    return epochs, f"{runtime.profile()} profile: " + budget_text(epochs, seconds, torch.device(device).type)
+
+
+@torch.no_grad()
+def compare(models, test, n: int = 5_000, per_class: int = 500, seed: int = 0,
+            device: torch.device | str = "cpu", directory: str | Path = DIR, n_samples: int = 10) -> Comparison:
+    """Your checkpoints beside the course's pretrained models: what more training buys.
+
+    ``models``: ``(label, checkpoint, timed)`` triples: the checkpoint name without the dataset tag
+    (``"vae_conv"``), and the checkpoints whose training time counts (a VQ-VAE sampler's time is
+    its VQ-VAE's plus its prior's). Yours are read from this profile's checkpoint directory, the
+    pretrained ones (hash-checked) from ``directory``. Both are measured the same way: FID
+    (N = ``n``, seed ``seed``; the dataset's domain classifier) against ``test`` and, for
+    conditional models, class accuracy (``per_class`` samples per class) under the same
+    classifier. The samples share their noise (and labels), so each pair of rows shows what the
+    longer training changed. A model missing on either side is named, with the reason, instead."""
+    shipped_for = {m["dataset"] for m in manifest(directory)["models"].values()}
+    pairs, notes = [], []
+    for label, ckpt, timed in models:
+        name = f"{ckpt}-{test.tag}"
+        if test.tag not in shipped_for:
+            notes.append(f"{label}: the course ships pretrained models for {', '.join(sorted(shipped_for)) or 'no dataset'}, "
+                         f"not {test.tag} (`python -m tools.pretrain` trains them)")
+            continue
+        try:
+            mine, _ = checkpoints.load_checkpoint(name, device)
+            epochs, budget = _history_budget(timed, test.tag, device)
+            shipped, record = load(name, device, directory)
+        except (checkpoints.CheckpointError, PretrainedError) as err:
+            notes.append(f"{label}: not compared ({err})")
+            continue
+        pairs.append((label, {"yours": (mine, epochs, budget),
+                              "pretrained": (shipped, record["epochs"], f"{record['budget']}: " + budget_text(
+                                  record["epochs"], record["train_seconds"], record["device"]))}))
+    samples, metrics = {}, {}
+    if pairs:     # no feature extractor (or its reference statistics) when there is nothing to measure
+        n = min(n, len(test))
+        extractor = features.extractor_for(test, "auto", device)
+        reference = fid.reference_stats(test, n, extractor)
+        domain = extractor.name.startswith("domain")
+    for label, sides in pairs:
+        metrics[label] = {}
+        for who, (model, epochs, budget) in sides.items():
+            model.eval()
+            row = {"budget": budget, "epochs": epochs,
+                   "fid": fid.fid(model, reference, n, extractor, seed=seed, progress=False).value}
+            if getattr(model, "conditional", False) and domain:
+                acc = classifiers.class_accuracy(model, extractor.model, per_class)
+                row.update(class_accuracy=sum(acc) / len(acc), worst=min(acc),
+                           worst_class=test.classes[acc.index(min(acc))])
+            metrics[label][who] = row
+            dev = torch.device(device)
+            with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []):
+                torch.manual_seed(seed)
+                k = getattr(model, "n_classes", 0)
+                labels = torch.arange(n_samples, device=model.device) % k if k else None
+                samples[f"{label}\n{who}, {epochs} epochs"] = (model.sample(n_samples, labels) if k
+                                                               else model.sample(n_samples)).cpu()
+    lines = []
+    if metrics:
+        fid_name = f"{'domain' if domain else 'Inception'} FID (N = {n:,})"
+        lines = [f"{'model':<22}{'trained by':<48}{fid_name:>24}   class accuracy (worst class)"]
+        lines.append("-" * len(lines[0]))
+        for label, sides in metrics.items():
+            for who, row in sides.items():
+                acc = (f"{row['class_accuracy']:.1%} ({row['worst']:.0%} {row['worst_class']})"
+                       if "class_accuracy" in row else "-")
+                first = label if who == "yours" else ""
+                lines.append(f"{first:<22}{who + ', ' + row['budget']:<48}{row['fid']:>24.2f}   {acc}")
+    return Comparison(samples, "\n".join(lines + notes), metrics)

@@ -110,3 +110,51 @@ def test_pretrain_tool_trains_measures_and_writes_every_requested_model(tmp_path
     assert "class_accuracy" not in table["dcgan_generator-fashion_mnist-1x28x28"]["metrics"]
     model, _ = pretrained.load("cwgan_gp_generator-fashion_mnist-1x28x28", directory=tmp_path)
     assert isinstance(model, gan.ConditionalGenerator)
+
+
+def _budget(epochs):
+    return {"budget": "long-cpu", "epochs": epochs, "device": "cpu", "train_seconds": 120.0,
+            "dataset": "fashion_mnist-1x28x28"}
+
+
+def test_compare_measures_yours_and_the_pretrained_model_alike_and_names_what_is_missing(tmp_path, monkeypatch):
+    from common import checkpoints, data, fid, training
+    monkeypatch.setattr(runtime, "checkpoint_dir", lambda profile_name=None: tmp_path / "yours")
+    test = data.load_dataset("fashion_mnist", "test")
+    torch.manual_seed(0)
+    mine, shipped = vae.MLPVAE((1, 28, 28), 4, 16), vae.MLPVAE((1, 28, 28), 4, 16)
+    history = training.History(epochs=[{"epoch": 1}, {"epoch": 2}], seconds=30.0)
+    checkpoints.save_checkpoint(mine, f"vae_mlp-{test.tag}", history=history.state_dict())
+    G = gan.ConditionalGenerator((1, 28, 28), 10, 8, 8).eval()
+    checkpoints.save_checkpoint(G, f"cdcgan_generator-{test.tag}", history=history.state_dict())
+    pretrained.save(shipped, f"vae_mlp-{test.tag}", _budget(5), directory=tmp_path / "pre")
+    pretrained.save(gan.ConditionalGenerator((1, 28, 28), 10, 8, 8).eval(), f"cdcgan_generator-{test.tag}",
+                    _budget(6), directory=tmp_path / "pre", sample=lambda m: m.sample(20, torch.arange(20) % 10))
+
+    result = pretrained.compare([("MLP VAE", "vae_mlp", ["vae_mlp"]), ("conv VAE", "vae_conv", ["vae_conv"]),
+                                 ("conditional DCGAN", "cdcgan_generator", ["cdcgan_generator"])],
+                                test, n=200, per_class=4, directory=tmp_path / "pre")
+    # the same measurement as fid.fid of each model on its own, for yours and the pretrained one
+    for who, model in (("yours", mine), ("pretrained", pretrained.load(f"vae_mlp-{test.tag}", directory=tmp_path / "pre")[0])):
+        expected = fid.fid(model.eval(), test, 200, "domain", seed=0, progress=False).value
+        assert result.metrics["MLP VAE"][who]["fid"] == pytest.approx(expected, rel=1e-6)
+    cond = result.metrics["conditional DCGAN"]["yours"]
+    assert 0 <= cond["worst"] <= cond["class_accuracy"] <= 1 and cond["worst_class"] in test.classes
+    assert "class_accuracy" not in result.metrics["MLP VAE"]["yours"]
+    # two rows of samples per compared model, drawn from the same noise, budgets in the table
+    assert list(result.samples) == ["MLP VAE\nyours, 2 epochs", "MLP VAE\npretrained, 5 epochs",
+                                    "conditional DCGAN\nyours, 2 epochs", "conditional DCGAN\npretrained, 6 epochs"]
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        assert torch.equal(result.samples["MLP VAE\nyours, 2 epochs"], mine.eval().sample(10))
+    assert "2 epochs, 30 s on cpu" in result.table and "pretrained, long-cpu: 5 epochs, 2.0 min on cpu" in result.table
+    assert "conv VAE: not compared" in result.table and "vae_conv" in result.table
+
+
+def test_compare_on_a_dataset_without_pretrained_models_says_so_and_measures_nothing(tmp_path):
+    from types import SimpleNamespace
+    pretrained.save(_generator(), "dcgan_generator-fashion_mnist-1x28x28", _budget(1), directory=tmp_path)
+    result = pretrained.compare([("DCGAN", "dcgan_generator", ["dcgan_generator"])],
+                                SimpleNamespace(tag="mnist-1x28x28"), directory=tmp_path)
+    assert not result.metrics and not result.samples
+    assert "ships pretrained models for fashion_mnist-1x28x28, not mnist-1x28x28" in result.table
