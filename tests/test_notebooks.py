@@ -25,6 +25,8 @@ def test_notebooks_set_up_first_and_commit_clean_small_outputs():
         errors = [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
         assert not errors, f"{path.name}: committed with error outputs"
         assert path.stat().st_size < 3 * 2**20, f"{path.name}: outputs too large"
+        drafts = [c.source[:60] for c in nb.cells if "TO BE WRITTEN" in c.source]
+        assert not drafts, f"{path.name}: placeholder prose left in: {drafts}"
         counts = [c.execution_count for c in code if c.source.strip()]
         assert None not in counts and counts == sorted(counts), f"{path.name}: not one top-to-bottom run"
 
