@@ -20,19 +20,107 @@ def test_lerp_endpoints_and_midpoint():
         widgets.lerp(z0, z1, 1)
 
 
-def test_interpolation_widget_and_static_strip():
-    decode = lambda z: torch.sigmoid(z[:, :1, None, None].expand(-1, 1, 28, 28))  # noqa: E731
+def test_slerp_keeps_the_norm_and_ends_where_lerp_does():
+    g = torch.Generator().manual_seed(0)
+    z0, z1 = torch.randn(512, generator=g), torch.randn(512, generator=g)
+    arc, line = widgets.slerp(z0, z1, 9), widgets.lerp(z0, z1, 9)
+    assert torch.allclose(arc[0], z0, atol=1e-5) and torch.allclose(arc[-1], z1, atol=1e-5)
+    # two independent Gaussian vectors are nearly orthogonal with nearly equal norms: the arc keeps
+    # the norm, the line's midpoint has about 1/sqrt(2) of it
+    norms = arc.norm(dim=1) / z0.norm()
+    assert (norms - 1).abs().max() < 0.1
+    assert abs(line[4].norm() / z0.norm() - 2 ** -0.5) < 0.1
+    # between unit vectors the arc turns at constant speed: the angle to z0 grows linearly in t
+    u0, u1 = z0 / z0.norm(), z1 / z1.norm()
+    unit_arc = widgets.slerp(u0, u1, 9)
+    assert torch.allclose(unit_arc.norm(dim=1), torch.ones(9), atol=1e-5)
+    angles = torch.arccos((unit_arc @ u0).clamp(-1, 1))
+    assert torch.allclose(angles, torch.linspace(0, 1, 9) * torch.arccos(u0 @ u1), atol=1e-3)
+    # parallel ends: the arc degenerates to the line instead of dividing by sin(0)
+    assert torch.allclose(widgets.slerp(z0, 2 * z0, 3), widgets.lerp(z0, 2 * z0, 3))
+
+
+def test_png_round_trip_keeps_every_pixel_at_zoom():
+    imgs = torch.rand(3, 1, 28, 28)
+    png = widgets.to_png(imgs, zoom=4)
+    back = widgets.from_png(png, n=3, zoom=4)
+    assert back.shape == (3, 1, 28, 28) and (back - imgs).abs().max() <= 0.5 / 255 + 1e-6
+    colour = torch.rand(1, 3, 64, 64)
+    assert (widgets.from_png(widgets.to_png(colour, zoom=2), zoom=2) - colour).abs().max() <= 0.5 / 255 + 1e-6
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
+        widgets.to_png(torch.rand(28, 28))
+
+
+def _decoder():
+    w = torch.randn(2, 28 * 28, generator=torch.Generator().manual_seed(1))
+    return lambda z: torch.sigmoid(z @ w).view(-1, 1, 28, 28)
+
+
+def test_interpolation_decodes_on_demand_and_matches_a_direct_decode():
+    decode = _decoder()
+    z0, z1 = torch.full((2,), -3.0), torch.full((2,), 3.0)
     labels = lambda imgs: ["dark" if v < 0.5 else "light" for v in imgs.mean((1, 2, 3))]  # noqa: E731
-    widget, fig, images = widgets.interpolation(decode, torch.full((2,), -3.0), torch.full((2,), 3.0),
-                                                steps=7, labels=labels)
-    assert images.shape == (7, 1, 28, 28)
-    assert images[0].mean() < 0.1 and images[-1].mean() > 0.9
-    slider, view, caption = widget.children
-    assert slider.max == 6 and "dark" in caption.value
-    first = view.value
-    slider.value = 6
-    assert view.value != first and "light" in caption.value and "t = 1.00" in caption.value
-    assert len(fig.axes) == 7 and "light" in fig.axes[-1].get_title()
+    widget, fig, images = widgets.interpolation(decode, z0, z1, steps=7, labels=labels)
+    assert images.shape == (7, 1, 28, 28) and len(fig.axes) == 7
+    assert torch.allclose(images, decode(widgets.lerp(z0, z1, 7)))
+    first = widget.view.value
+    assert torch.allclose(widget.current, decode(z0[None])[0])
+    for t in (0.37, 0.5, 1.0):   # positions between the strip's frames are decoded too
+        widget.t.value = t
+        direct = decode(((1 - t) * z0 + t * z1)[None])[0]
+        assert torch.allclose(widget.current, direct, atol=1e-6)
+        assert (widgets.from_png(widget.view.value)[0] - direct).abs().max() <= 0.5 / 255 + 1e-6
+        assert f"t = {t:.2f}" in widget.caption.value
+    assert widget.view.value != first
+
+
+def test_interpolation_endpoints_picked_by_index_and_spherical_switch():
+    decode = _decoder()
+    g = torch.Generator().manual_seed(0)
+    table = torch.randn(10, 2, generator=g)
+    endpoint = lambda i: table[i]  # noqa: E731  (e.g. a test image's latent mean, or a seeded noise vector)
+    widget, _, images = widgets.interpolation(decode, endpoint=endpoint, endpoint_name="test image",
+                                              endpoint_max=9, ends=(2, 5), spherical=False, steps=5)
+    assert torch.allclose(images[0], decode(table[2:3])[0]) and torch.allclose(images[-1], decode(table[5:6])[0])
+    assert widget.start.description == "from test image" and widget.end.max == 9
+    widget.start.value = 7
+    assert torch.equal(widget.z0, table[7]) and torch.allclose(widget.current, decode(table[7:8])[0])
+    widget.t.value = 0.5
+    line = widget.current
+    widget.mode.value = True
+    arc = decode(widgets.path(table[7], table[5], [0.5], spherical=True))[0]
+    assert torch.allclose(widget.current, arc) and not torch.allclose(line, arc)
+    with pytest.raises(ValueError, match="endpoint="):
+        widgets.interpolation(decode)
+
+
+def test_interpolation_of_a_conditional_model_follows_the_class_picker():
+    calls = []
+
+    def decode(z, labels):
+        calls.append(labels.tolist())
+        return (labels.float() / 10 + 0 * z.sum(1)).view(-1, 1, 1, 1).expand(-1, 1, 8, 8)
+
+    widget, fig, images = widgets.interpolation(decode, torch.zeros(3), torch.ones(3), steps=4,
+                                                classes=["a", "b", "c"])
+    assert images.shape == (4, 1, 8, 8) and torch.all(images == 0)   # the strip uses the first class
+    widget.label.value = 2
+    assert calls[-1] == [2] and torch.allclose(widget.current, torch.full((1, 8, 8), 0.2))
+
+
+def test_latent_explorer_decodes_the_point_under_the_sliders_and_marks_it():
+    decode = _decoder()
+    points = torch.randn(500, 2, generator=torch.Generator().manual_seed(0))
+    explorer = widgets.latent_explorer(decode, points, torch.arange(500) % 3, ["a", "b", "c"])
+    before_map, before = explorer.map_view.value, explorer.view.value
+    explorer.x.value, explorer.y.value = 1.0, -0.5
+    direct = decode(torch.tensor([[1.0, -0.5]]))[0]
+    assert torch.allclose(explorer.current, direct, atol=1e-6)
+    assert (widgets.from_png(explorer.view.value)[0] - direct).abs().max() <= 0.5 / 255 + 1e-6
+    assert explorer.view.value != before and explorer.map_view.value != before_map
+    assert explorer.x.min < -1 < 1 < explorer.x.max
+    with pytest.raises(ValueError, match=r"\(N, 2\)"):
+        widgets.latent_explorer(decode, torch.randn(10, 3))
 
 
 def test_plot_helpers_return_figures():
