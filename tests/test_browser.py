@@ -1,0 +1,168 @@
+"""The course as a learner meets it: JupyterLab in a real (headless) browser.
+
+Starts JupyterLab on localhost from the course's venv, opens notebook 03 in Debian's Chromium
+through Playwright, runs every cell in the smoke profile, and checks what a learner would see: no
+cell shows an error, the interpolation widget renders (the widget manager is installed and the
+slider is on the page), and dragging the slider changes the displayed image. Screenshots of what
+the browser saw go to ``data/screenshots/`` (git-ignored).
+
+Skipped where no browser exists (no Chromium or no Playwright); under CI (``CI`` set) a missing
+browser is a failure instead, since ``.ci/setup`` installs both.
+"""
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK = "03_dcgan.ipynb"
+SHOTS = ROOT / "data" / "screenshots"
+CHROMIUM = os.environ.get("DGM_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+try:
+    from playwright.sync_api import sync_playwright
+except ImportError:  # pragma: no cover - depends on the machine
+    sync_playwright = None
+
+MISSING = [what for what, ok in (("Chromium (Debian package chromium)", CHROMIUM), ("Playwright (pip)", sync_playwright)) if not ok]
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(bool(MISSING) and not os.environ.get("CI"),
+                                 reason=f"no {' and no '.join(MISSING)} here; bash .ci/setup installs them")]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def lab(tmp_path):
+    """A JupyterLab server on localhost serving a copy of the notebook; yields (url, notebook path)."""
+    assert not MISSING, f"the browser test needs {' and '.join(MISSING)}: run bash .ci/setup"
+    root = tmp_path / "notebooks"
+    root.mkdir()
+    shutil.copy(ROOT / "notebooks" / NOTEBOOK, root / NOTEBOOK)
+    settings = tmp_path / "lab-settings" / "@jupyterlab" / "notebook-extension"
+    settings.mkdir(parents=True)
+    # render every cell (JupyterLab 4 otherwise keeps only the visible ones in the page)
+    (settings / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
+    news = tmp_path / "lab-settings" / "@jupyterlab" / "apputils-extension"
+    news.mkdir(parents=True)
+    (news / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')   # no news pop-up
+    port, token = _free_port(), secrets.token_hex(16)
+    env = dict(os.environ, DGM_PROFILE="smoke", JUPYTER_CONFIG_DIR=str(tmp_path / "jupyter-config"),
+               JUPYTER_RUNTIME_DIR=str(tmp_path / "jupyter-runtime"),
+               JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "lab-settings"),
+               JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "lab-workspaces"))
+    log = open(tmp_path / "jupyterlab.log", "w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}"]
+        + (["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []),
+        env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2)
+                break
+            except OSError:
+                if server.poll() is not None or time.time() > deadline:
+                    raise RuntimeError("JupyterLab did not start:\n" + (tmp_path / "jupyterlab.log").read_text()[-3000:])
+                time.sleep(0.5)
+        yield f"{base}/lab/tree/{NOTEBOOK}?token={token}", root / NOTEBOOK
+    finally:
+        server.terminate()
+        try:
+            server.wait(20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+
+
+def _prompts(page) -> list[str]:
+    return page.eval_on_selector_all(".jp-CodeCell .jp-InputPrompt", "els => els.map(e => e.textContent.trim())")
+
+
+def test_a_learner_runs_notebook_03_in_jupyterlab_and_drags_the_interpolation_slider(lab):
+    url, path = lab
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    n_code = sum(c.cell_type == "code" for c in nbformat.read(path, as_version=4).cells)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(url)
+        page.locator(".jp-NotebookPanel .jp-Cell").first.wait_for(timeout=120_000)
+        try:
+            page.wait_for_function(f"document.querySelectorAll('.jp-CodeCell .jp-InputPrompt').length === {n_code}",
+                                   timeout=60_000)
+        except Exception:
+            page.screenshot(path=SHOTS / "00_not_rendered.png")
+            raise AssertionError(f"JupyterLab rendered {len(_prompts(page))} of {n_code} code cells") from None
+        page.screenshot(path=SHOTS / "01_notebook_opened.png")
+
+        # Run > Run All Cells, as a learner would
+        page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
+        page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+        start, deadline = time.time(), time.time() + 600
+        while True:
+            prompts = _prompts(page)
+            if all(re.fullmatch(r"\[\d+\]:", s) for s in prompts):
+                break
+            assert time.time() < deadline, f"cells still running or queued after 600 s: {prompts}"
+            page.wait_for_timeout(1000)
+        seconds = time.time() - start
+
+        # no cell shows an error, in the page or in the saved file
+        errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']",
+                              has_text=re.compile("Traceback|Error:"))
+        assert errors.count() == 0, errors.first.inner_text()[:2000]
+        assert page.get_by_text("Error displaying widget").count() == 0, "the widget manager is not installed"
+        page.keyboard.press("Control+s")
+        page.wait_for_timeout(2000)
+        saved = nbformat.read(path, as_version=4)
+        bad = [o for c in saved.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+        assert not bad, f"{bad[0].ename}: {bad[0].evalue}"
+
+        # the interpolation widget is on the page: its slider and its image
+        slider = page.locator(".widget-slider", has=page.locator(".widget-label", has_text=re.compile(r"^t$")))
+        assert slider.count() == 1, "the interpolation slider is not on the page"
+        box = slider.locator("xpath=ancestor::div[contains(@class, 'widget-vbox')][1]")
+        image = box.locator("img.widget-image").last
+        box.scroll_into_view_if_needed()
+        page.wait_for_timeout(500)
+        box.screenshot(path=SHOTS / "02_slider_at_start.png")
+        before_src, before_png = image.get_attribute("src"), image.screenshot()
+        readout = slider.locator(".widget-readout")
+        before_t = readout.inner_text()
+
+        # drag the slider's handle two thirds of the way along its track
+        handle, track = slider.locator(".noUi-handle"), slider.locator(".noUi-target")
+        h, t = handle.bounding_box(), track.bounding_box()
+        page.mouse.move(h["x"] + h["width"] / 2, h["y"] + h["height"] / 2)
+        page.mouse.down()
+        page.mouse.move(t["x"] + 2 * t["width"] / 3, h["y"] + h["height"] / 2, steps=10)
+        page.mouse.up()
+        page.wait_for_function("([el, src]) => el.getAttribute('src') !== src",
+                               arg=[image.element_handle(), before_src], timeout=30_000)
+        page.wait_for_timeout(500)
+        box.screenshot(path=SHOTS / "03_slider_dragged.png")
+        after_t = readout.inner_text()
+        assert after_t != before_t and 0.4 < float(after_t) < 0.9, (before_t, after_t)
+        assert image.screenshot() != before_png, "the image did not change when the slider moved"
+        page.screenshot(path=SHOTS / "04_whole_page.png", full_page=True)
+        browser.close()
+    print(f"{NOTEBOOK} ran in JupyterLab in {seconds:.0f} s; slider t {before_t} -> {after_t}; "
+          f"screenshots in {SHOTS}")
