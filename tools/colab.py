@@ -4,7 +4,8 @@ Each notebook starts with a markdown cell holding an "Open in Colab" badge and a
 tagged ``colab-setup`` that, on Colab only, clones the repository and makes ``common``
 importable. Both are generated from :data:`GITHUB_REPO` and :data:`BRANCH`. After changing them
 (e.g. in a fork), run ``python -m tools.colab`` to rewrite every notebook and check the README;
-``tests/test_colab.py`` fails while a notebook is out of date. A maintenance tool: notebooks
+``tests/test_tools.py`` fails while a notebook is out of date, and ``tests/test_colab.py`` runs
+the set-up cell with Colab's environment simulated. A maintenance tool: notebooks
 never import it.
 """
 from __future__ import annotations
@@ -35,9 +36,12 @@ def badge(notebook: str) -> str:
     return f"[![Open In Colab]({BADGE_IMG})]({url})"
 
 
-def setup_cell_source(notebook: str | None = None) -> str:
-    """The Colab set-up cell of ``notebooks/<notebook>`` (plus its :data:`EXTRA_PIP` packages)."""
-    folder = "/content/" + GITHUB_REPO.split("/")[1]
+def setup_cell_source(notebook: str | None = None, root: str = "/content") -> str:
+    """The Colab set-up cell of ``notebooks/<notebook>`` (plus its :data:`EXTRA_PIP` packages).
+
+    ``root`` is where Colab keeps files (``/content``); tests pass a temporary folder to run the
+    very same cell with Colab's environment simulated (tests/test_colab.py)."""
+    folder = f"{root}/" + GITHUB_REPO.split("/")[1]
     pip = f"\n    !pip install -q {EXTRA_PIP[notebook]}" if notebook in EXTRA_PIP else ""
     return (
         "# Colab only: fetch the course and make `common` importable (does nothing elsewhere).\n"
