@@ -27,7 +27,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from . import runtime
 from .features import FeatureExtractor, extractor_for
@@ -194,7 +193,7 @@ def extract_features(source, n: int, extractor: FeatureExtractor, *, seed: int =
     subset chosen by ``seed`` when it has more). ``name`` labels the progress bar."""
     if check_count(n, "N (images per set)") < 2:
         raise ValueError(f"FID needs N >= 2 images per set, got {n}")
-    bar = tqdm(total=n, unit="img", disable=not progress,
+    bar = runtime.progress(total=n, unit="img", disable=not progress,
                desc=f"{extractor.name} features of {name or _describe(source)}, N={n:,}")
     device = _device(source)
     out = []

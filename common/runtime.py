@@ -136,6 +136,52 @@ def atomic_write(path: str | Path, check: Callable[[Path], None] | None = None) 
         tmp.unlink(missing_ok=True)
 
 
+def progress(total: int | None = None, desc: str | None = None, unit: str = "it", disable: bool = False,
+             **kwargs):
+    """The course's progress bar: tqdm's widget form in a notebook kernel, its text form elsewhere.
+
+    In a notebook, a saved output keeps a widget's *text* form for viewers without widgets
+    (GitHub, nbconvert, CI), and tqdm's widget writes that text once, when the bar appears: every
+    committed bar would read "0%". This bar re-displays itself when it closes, so the saved text
+    is its final state (e.g. "100%| 4690/4690 [07:47, 10.0 batch/s]"); in a live notebook the
+    widget simply stays. Use it as a context manager, or call ``close()``.
+    """
+    from tqdm.auto import tqdm
+    from tqdm.notebook import tqdm as notebook_tqdm
+
+    if disable or not issubclass(tqdm, notebook_tqdm):
+        return tqdm(total=total, desc=desc, unit=unit, disable=disable, **kwargs)
+    return _final_state_bar()(total=total, desc=desc, unit=unit, **kwargs)
+
+
+def _final_state_bar():
+    """The notebook bar class (built on first use, so importing ``common`` needs no widgets)."""
+    global _FinalStateBar
+    if _FinalStateBar is None:
+        from IPython.display import display
+        from tqdm.notebook import tqdm as notebook_tqdm
+
+        class FinalStateBar(notebook_tqdm):
+            def __init__(self, *args, **kwargs):
+                self._handle = None
+                super().__init__(*args, display=False, **kwargs)
+                if not self.disable:
+                    self._handle = display(self.container, display_id=True)
+                    self.displayed = True
+
+            def close(self):
+                super().close()
+                handle, self._handle = getattr(self, "_handle", None), None
+                if handle is not None:   # replaces the saved "0%" text with the final state
+                    handle.update(self.container)
+
+        _FinalStateBar = FinalStateBar
+    return _FinalStateBar
+
+
+_FinalStateBar = None
+
+
 def get_device(prefer: str | None = None) -> torch.device:
     """CUDA if available, then Apple's MPS, then the CPU; ``prefer`` (e.g. "cpu") overrides."""
     if prefer:

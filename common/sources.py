@@ -35,9 +35,8 @@ from typing import Callable
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from .runtime import file_hash
+from .runtime import file_hash, progress
 
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -272,7 +271,7 @@ def decode_cached(files: list[Path], size: int, root: Path, key: str) -> np.ndar
     try:
         out = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.uint8, shape=shape)
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool, \
-                tqdm(total=len(files), desc=f"decoding {key} (once)", unit="img") as bar:
+                progress(total=len(files), desc=f"decoding {key} (once)", unit="img") as bar:
             for i, img in enumerate(pool.map(lambda f: _decode_one(f, size), files, chunksize=64)):
                 out[i] = img
                 bar.update()

@@ -21,9 +21,9 @@ from collections.abc import Iterator
 from typing import Callable, Iterable, Mapping
 
 import torch
-from tqdm.auto import tqdm
 
 from .layers import check_count, eval_mode
+from .runtime import progress
 
 Step = Callable[[torch.Tensor, torch.Tensor], Mapping[str, "torch.Tensor | float"]]
 EpochCallback = Callable[[int, "History"], "Mapping[str, float] | None"]
@@ -188,7 +188,7 @@ def train(step: Step, batches: Iterable, epochs: int, *,
     history = history if history is not None else History()
     first = history.n_epochs + 1
     per_epoch = len(batches) if hasattr(batches, "__len__") else None
-    bar = tqdm(total=per_epoch * epochs if per_epoch else None, desc=desc, unit="batch")
+    bar = progress(total=per_epoch * epochs if per_epoch else None, desc=desc, unit="batch")
     epoch, n_step = first, 0
     pending = _Pending()
     sums: dict[str, float] = {}

@@ -142,6 +142,9 @@ class Interpolation(W.VBox):
                 control.observe(self._ends_changed if control in (self.start, self.end) else self.show, names="value")
         self.show()
 
+    def __repr__(self) -> str:   # the text a viewer without widgets shows (GitHub, nbconvert)
+        return "Interpolation slider (live in Jupyter; the strip above is its static view)"
+
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """What the widget draws for a batch of latents: the decoder, with the chosen class if any."""
         with torch.no_grad():
@@ -223,6 +226,9 @@ class LatentExplorer(W.HBox):
         self.y.observe(self.show, names="value")
         self.show()
 
+    def __repr__(self) -> str:
+        return "2-D latent explorer (live in Jupyter; the latent map above is its static view)"
+
     def show(self, change=None):
         with torch.no_grad():
             self.current = self._decode(torch.tensor([[self.x.value, self.y.value]]))[0].float().cpu()
@@ -275,4 +281,11 @@ def class_picker(sample: Callable[[int, int], torch.Tensor], classes: list[str] 
     dropdown.observe(show, names="value")
     seed.observe(show, names="value")
     show()
-    return W.VBox([W.HBox([dropdown, seed]), view])
+    return ClassPicker([W.HBox([dropdown, seed]), view])
+
+
+class ClassPicker(W.VBox):
+    """The class picker's box: a class, a noise seed, and the samples for them."""
+
+    def __repr__(self) -> str:
+        return "Class picker (live in Jupyter; the per-class grid above is its static view)"

@@ -1,3 +1,5 @@
+import io
+import re
 from dataclasses import dataclass
 
 import pytest
@@ -99,3 +101,59 @@ def test_dataset_override_is_read_from_the_environment(clean_env):
     assert runtime.dataset_override() is None
     clean_env.setenv("DGM_DATASET", " dsprites ")
     assert runtime.dataset_override() == "dsprites" and runtime.setup(verbose=False).dataset == "dsprites"
+
+
+def test_a_notebook_progress_bar_saves_its_final_state_not_0_percent(monkeypatch):
+    import IPython.display
+
+    shown = []
+
+    class Handle:
+        def update(self, obj):
+            shown.append(("update", repr(obj)))
+
+    def fake_display(obj, display_id=None):
+        assert display_id is True, "the bar must be displayed with a display id, to be updated"
+        shown.append(("display", repr(obj)))
+        return Handle()
+
+    monkeypatch.setattr(IPython.display, "display", fake_display)
+    monkeypatch.setattr(runtime, "_FinalStateBar", None)
+    bar = runtime._final_state_bar()(total=5, desc="train", unit="batch")
+    for _ in range(5):
+        bar.update()
+    bar.close()
+    bar.close()  # closing twice (tqdm's __del__ does) updates once
+    assert shown[0][0] == "display" and "0%" in shown[0][1]
+    assert [kind for kind, _ in shown] == ["display", "update"]
+    assert "100%" in shown[-1][1] and "5/5" in shown[-1][1]
+    stopped = runtime._final_state_bar()(total=5, desc="interrupted")
+    stopped.update(2)
+    stopped.close()
+    assert "40%" in shown[-1][1] and "2/5" in shown[-1][1]
+
+
+def test_outside_a_notebook_the_progress_bar_is_tqdms_text_form():
+    from tqdm.notebook import tqdm as notebook_tqdm
+
+    bar = runtime.progress(total=3, desc="x", file=io.StringIO())
+    assert not isinstance(bar, notebook_tqdm)
+    bar.close()
+    assert not isinstance(runtime.progress(total=3, disable=True), notebook_tqdm)
+
+
+def test_an_executed_notebook_keeps_each_bars_final_state_as_its_text(tmp_path):
+    """What GitHub shows: nbclient runs a notebook with widgets available and saves the bar's text."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "from common import runtime\n"
+        "with runtime.progress(total=4, desc='training', unit='batch') as bar:\n"
+        "    for _ in range(4):\n"
+        "        bar.update()")])
+    nbclient.NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = nb.cells[0].outputs
+    texts = ["".join(o.get("data", {}).get("text/plain", "")) for o in outputs]
+    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs), texts
+    assert any("100%" in t and "4/4" in t for t in texts), texts
+    assert not any(re.search(r"(?<![0-9])0%\|", t) for t in texts), texts

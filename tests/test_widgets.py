@@ -72,6 +72,8 @@ def test_interpolation_decodes_on_demand_and_matches_a_direct_decode():
         assert (widgets.from_png(widget.view.value)[0] - direct).abs().max() <= 0.5 / 255 + 1e-6
         assert f"t = {t:.2f}" in widget.caption.value
     assert widget.view.value != first
+    # what GitHub and nbconvert show in place of the widget: a sentence, not the widget's repr
+    assert widget._repr_mimebundle_()["text/plain"].startswith("Interpolation slider (live in Jupyter")
 
 
 def test_interpolation_endpoints_picked_by_index_and_spherical_switch():
@@ -119,6 +121,7 @@ def test_latent_explorer_decodes_the_point_under_the_sliders_and_marks_it():
     assert (widgets.from_png(explorer.view.value)[0] - direct).abs().max() <= 0.5 / 255 + 1e-6
     assert explorer.view.value != before and explorer.map_view.value != before_map
     assert explorer.x.min < -1 < 1 < explorer.x.max
+    assert "live in Jupyter" in explorer._repr_mimebundle_()["text/plain"]
     with pytest.raises(ValueError, match=r"\(N, 2\)"):
         widgets.latent_explorer(decode, torch.randn(10, 3))
 
@@ -153,6 +156,7 @@ def test_class_picker_redraws_on_class_and_seed():
     seed.value = 3
     assert calls == [(0, 0), (2, 0), (2, 3)] and view.value != first
     assert [o[0] for o in dropdown.options] == ["a", "b", "c"] and seed.max == 4
+    assert "live in Jupyter" in widget._repr_mimebundle_()["text/plain"]
 
 
 def drawn_scale(fig) -> float:
