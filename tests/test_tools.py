@@ -94,3 +94,35 @@ def test_cgan_ablation_records_every_epoch_and_reads_back(tmp_path):
     assert len(r["real_accuracy"]) == 10 and not list(out.glob("*.tmp*"))
     from PIL import Image
     assert Image.open(out / "heads-ac-matching-aware.png").size == (8 * 29 + 1, 10 * 29 + 1)
+
+
+def _write_notebook(path, outputs, counts=(1, 2)):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1", execution_count=counts[0]),
+                                         nbformat.v4.new_code_cell("train()", execution_count=counts[1],
+                                                                   outputs=outputs)])
+    nbformat.write(nb, path)
+    return path
+
+
+def test_check_notebooks_finds_frozen_bars_widget_reprs_errors_and_broken_runs(tmp_path):
+    from tools import check_notebooks
+
+    widget = {"application/vnd.jupyter.widget-view+json": {"model_id": "x", "version_major": 2, "version_minor": 0}}
+    bad = _write_notebook(tmp_path / "bad.ipynb", [
+        nbformat.v4.new_output("display_data", data={**widget, "text/plain": "DCGAN:   0%|          | 0/4690 [00:00<?, ?batch/s]"}),
+        nbformat.v4.new_output("display_data", data={**widget, "text/plain": "VBox(children=(IntSlider(value=0),))"}),
+        nbformat.v4.new_output("error", ename="ValueError", evalue="boom", traceback=[]),
+    ], counts=(2, 1))
+    problems = [f.problem for f in check_notebooks.check(bad)]
+    assert len(problems) == 4
+    assert any("frozen" in p and "0/4690" in p for p in problems)
+    assert any("repr" in p and "VBox" in p for p in problems)
+    assert any("ValueError: boom" in p for p in problems)
+    assert any("top-to-bottom" in p for p in problems)
+    good = _write_notebook(tmp_path / "good.ipynb", [
+        nbformat.v4.new_output("display_data", data={**widget, "text/plain": "DCGAN: 100%|##########| 4690/4690 [07:47<00:00]"}),
+        nbformat.v4.new_output("display_data", data={**widget, "text/plain": "Interpolation slider (live in Jupyter; ...)"}),
+        nbformat.v4.new_output("stream", name="stdout", text="FID 10.0 at 50%| of the way\n"),
+    ])
+    assert check_notebooks.check(good) == []
+    assert check_notebooks.main([str(good)]) == 0 and check_notebooks.main([str(bad)]) == 1
