@@ -8,4 +8,8 @@ import os
 
 if "DGM_PROFILE" not in os.environ and "DGM_SMOKE" not in os.environ:
     os.environ["DGM_PROFILE"] = "smoke"
-os.environ.setdefault("MPLBACKEND", "Agg")
+# Tests draw off screen; notebook kernels keep their inline backend, so nbval renders every figure
+# (a figure that fails to draw fails its cell, as it would for a learner).
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")

@@ -61,7 +61,8 @@ def lab(tmp_path):
     news.mkdir(parents=True)
     (news / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')   # no news pop-up
     port, token = _free_port(), secrets.token_hex(16)
-    env = dict(os.environ, DGM_PROFILE="smoke", JUPYTER_CONFIG_DIR=str(tmp_path / "jupyter-config"),
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}   # a learner's kernel draws inline
+    env.update(DGM_PROFILE="smoke", JUPYTER_CONFIG_DIR=str(tmp_path / "jupyter-config"),
                JUPYTER_RUNTIME_DIR=str(tmp_path / "jupyter-runtime"),
                JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "lab-settings"),
                JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "lab-workspaces"))
@@ -135,6 +136,11 @@ def test_a_learner_runs_notebook_03_in_jupyterlab_and_drags_the_interpolation_sl
         saved = nbformat.read(path, as_version=4)
         bad = [o for c in saved.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
         assert not bad, f"{bad[0].ename}: {bad[0].evalue}"
+        # the figures are drawn, the interpolation's static strip among them
+        figures = page.locator(".jp-RenderedImage img")
+        assert figures.count() >= 5, f"only {figures.count()} figures on the page"
+        strip = next(c for c in saved.cells if c.cell_type == "code" and "widgets.interpolation" in c.source)
+        assert any("image/png" in o.get("data", {}) for o in strip.outputs), "the static strip is not drawn"
 
         # the interpolation widget is on the page: its slider and its image
         slider = page.locator(".widget-slider", has=page.locator(".widget-label", has_text=re.compile(r"^t$")))
