@@ -103,7 +103,10 @@ def _static_strip(images, names, title):
     for i, ax in enumerate(axes):
         plots.image_grid(images[i:i + 1], nrow=1, ax=ax)
         ax.set_title(f"t={i / (steps - 1):.1f}" + (f"\n{names[i]}" if names else ""), fontsize=7)
-    fig.suptitle(title, fontsize=10, y=1.15 if names else 1.05)
+    # the title sits above the frames' own titles (one or two lines of 7 pt), never on them
+    height = fig.get_figheight()
+    above = ((2 if names else 1) * 7 * 1.3 + 6 + 4) / 72          # inches: frame titles, pad, gap
+    fig.suptitle(title, fontsize=10, va="bottom", y=fig.subplotpars.top + above / height)
     return fig
 
 

@@ -183,3 +183,18 @@ def test_every_image_is_drawn_at_least_at_its_native_size(size, channels):
     _, fig, _ = widgets.interpolation(decode, torch.zeros(2), torch.ones(2), steps=11, labels=lambda x: ["a"] * len(x))
     assert drawn_scale(fig) >= 1
     matplotlib.pyplot.close("all")
+
+
+@pytest.mark.parametrize("with_names", [False, True])
+def test_the_strips_title_does_not_overlap_the_frame_titles(with_names):
+    decode = lambda z: torch.rand(len(z), 1, 28, 28)  # noqa: E731
+    labels = (lambda x: ["Ankle boot"] * len(x)) if with_names else None
+    _, fig, _ = widgets.interpolation(decode, torch.zeros(2), torch.ones(2), steps=11, labels=labels,
+                                      title="DCGAN: z0 -> z1")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    title = fig._suptitle.get_window_extent(renderer)
+    for ax in fig.axes:
+        assert not title.overlaps(ax.title.get_window_extent(renderer)), ax.title.get_text()
+        assert not title.overlaps(ax.get_window_extent(renderer))
+    matplotlib.pyplot.close("all")
