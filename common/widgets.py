@@ -97,15 +97,17 @@ def from_png(png: bytes, n: int = 1, zoom: int = ZOOM, gap: int = 2) -> torch.Te
 
 def _static_strip(images, names, title):
     steps = len(images)
+    fontsize = 7                                                 # points, of the frames' titles
     tile = plots.tile_inches(images, 0.8)
     fig, axes = plt.subplots(1, steps, figsize=(tile * steps, tile + (0.5 if names else 0.2)),
                              gridspec_kw={"left": 0.01, "right": 0.99, "wspace": 0.08})
     for i, ax in enumerate(axes):
         plots.image_grid(images[i:i + 1], nrow=1, ax=ax)
-        ax.set_title(f"t={i / (steps - 1):.1f}" + (f"\n{names[i]}" if names else ""), fontsize=7)
+        ax.set_title(f"t={i / (steps - 1):.1f}" + (f"\n{names[i]}" if names else ""),
+                     fontsize=fontsize)
     # the title sits above the frames' own titles (one or two lines of 7 pt), never on them
     height = fig.get_figheight()
-    above = ((2 if names else 1) * 7 * 1.3 + 6 + 4) / 72          # inches: frame titles, pad, gap
+    above = ((2 if names else 1) * fontsize * 1.3 + 6 + 4) / 72  # inches: frame titles, pad, gap
     fig.suptitle(title, fontsize=10, va="bottom", y=fig.subplotpars.top + above / height)
     return fig
 
