@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 from torchvision.utils import make_grid
 
 from .training import History
@@ -94,11 +95,30 @@ def _smooth(values: Sequence[float], window: int) -> np.ndarray:
     return np.convolve(v, np.ones(window) / window, mode="valid")
 
 
+#: what the training histories' keys mean, in words, for panel titles
+KEY_NAMES = {
+    "loss": "training loss", "test_loss": "test loss", "kl": "KL (rate)", "test_kl": "test KL (rate)",
+    "recon": "reconstruction loss", "test_recon": "test reconstruction loss",
+    "dead_codes": "dead codes", "test_recon_mse": "test reconstruction error (MSE)",
+    "perplexity": "codebook perplexity",
+    "loss_D": "discriminator loss", "loss_G": "generator loss",
+    "D(x)": "D(x): D on real images", "D(G(z))": "D(G(z)): D on generated images",
+    "D(x, wrong label)": "D on real images with a wrong label",
+    "class_loss_real": "class loss on real images", "class_loss_fake": "class loss on generated images",
+    "gp": "gradient penalty", "grad_norm_xhat": "||grad D(x_hat)||, between real and fake",
+}
+
+
 def curves(histories: Mapping[str, History] | History, keys: Sequence[str], per: str = "epoch",
            smooth: int = 1, title: str | None = None, logy: bool = False,
-           panel_title: str | None = None) -> Figure:
-    """One panel per key (titled by the key, or ``panel_title``); one line per run. ``per`` is
-    "epoch" or "step" (steps can be smoothed with a moving average of ``smooth`` steps)."""
+           panel_title: str | None = None, units: str | Mapping[str, str] | None = None,
+           names: Mapping[str, str] | None = None) -> Figure:
+    """One panel per key, titled in words (``names``, then ``KEY_NAMES``; or one ``panel_title``);
+    one line per run.
+
+    ``per`` is "epoch" or "step" (steps can be smoothed with a moving average of ``smooth`` steps).
+    ``units`` labels the y axes: one string for every panel, or a {key: unit} mapping. A log axis
+    (``logy``) is labelled with plain numbers (``plain_log_ticks``)."""
     if isinstance(histories, History):
         histories = {"": histories}
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.2), squeeze=False)
@@ -113,10 +133,15 @@ def curves(histories: Mapping[str, History] | History, keys: Sequence[str], per:
             if len(y) == 0:
                 continue
             ax.plot(x, y, label=name or None, marker="o" if per == "epoch" and len(y) < 30 else None, ms=3)
-        ax.set_xlabel(per)
-        ax.set_title(key if panel_title is None else panel_title, fontsize=10)
+        ax.set_xlabel("epoch" if per == "epoch" else "training step (batch)")
+        unit = units.get(key) if isinstance(units, Mapping) else units
+        if unit:
+            ax.set_ylabel(unit)
+        words = (names or {}).get(key, KEY_NAMES.get(key, key))
+        ax.set_title(words if panel_title is None else panel_title, fontsize=10)
         if logy:
             ax.set_yscale("log")
+            plain_log_ticks(ax)
         if any(histories):
             ax.legend(fontsize=8)
     if title:
@@ -138,12 +163,28 @@ def source(*objects) -> "IPython.display.Code":  # noqa: F821
     return Code("\n\n".join(inspect.getsource(o) for o in objects), language="python")
 
 
-def plain_log_ticks(ax: plt.Axes, axis: str = "y") -> None:
-    """Label a log axis with plain numbers at 1, 2 and 5 times each power of ten (2, 5, 10, 20),
-    instead of matplotlib's "2×10⁰" for ranges inside one decade."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+class _PlainLogLocator(LogLocator):
+    """Ticks of a log axis at 1, 2 and 5 times each power of ten, or at the powers of ten alone
+    where that would crowd the axis (more than 8 in view). Inside one decade matplotlib's own
+    fallback gives linear steps (6, 6.5, 7, ...)."""
 
+    def __init__(self):
+        super().__init__(base=10, subs=(1.0, 2.0, 5.0), numticks=30)
+
+    def tick_values(self, vmin, vmax):
+        lo, hi = sorted((vmin, vmax))
+        for subs in ((1.0, 2.0, 5.0), (1.0,)):
+            self.set_params(subs=subs)
+            ticks = super().tick_values(vmin, vmax)
+            if ((ticks >= lo) & (ticks <= hi)).sum() <= 8:
+                break
+        return ticks
+
+
+def plain_log_ticks(ax: plt.Axes, axis: str = "y") -> None:
+    """Label a log axis with plain numbers (2, 5, 10, 20 or, inside one decade, 6, 6.5, 7) instead
+    of matplotlib's "2×10⁰"; the minor ticks stay unlabelled."""
     target = ax.yaxis if axis == "y" else ax.xaxis
-    target.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    target.set_major_locator(_PlainLogLocator())
     target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     target.set_minor_formatter(NullFormatter())

@@ -131,7 +131,7 @@ class Interpolation(W.VBox):
             self.end = W.BoundedIntText(value=ends[1], min=0, max=endpoint_max, description=f"to {endpoint_name}",
                                         style={"description_width": "initial"})
             rows.insert(0, W.HBox([self.start, self.end]))
-            self.z0, self.z1 = endpoint(ends[0]), endpoint(ends[1])
+            self._ends_changed(show=False)
         if classes is not None:
             self.label = W.Dropdown(options=[(name, i) for i, name in enumerate(classes)], value=0, description="class")
             rows.insert(0, self.label)
@@ -157,9 +157,11 @@ class Interpolation(W.VBox):
                 return self._decode(z)
             return self._decode(z, torch.full((len(z),), self.label.value, dtype=torch.long, device=z.device))
 
-    def _ends_changed(self, change=None):
-        self.z0, self.z1 = self._endpoint(self.start.value), self._endpoint(self.end.value)
-        self.show()
+    def _ends_changed(self, change=None, show=True):
+        with torch.no_grad():   # an encoder or a seed's noise: nothing here needs gradients
+            self.z0, self.z1 = self._endpoint(self.start.value), self._endpoint(self.end.value)
+        if show:
+            self.show()
 
     def show(self, change=None):
         spherical = bool(self.mode.value) if self.mode is not None else False
@@ -188,7 +190,8 @@ def interpolation(decode: Callable[..., torch.Tensor], z0: torch.Tensor | None =
     is drawn once, from the initial ends, with ``steps`` frames. Returns ``(widget, figure, images)``.
     """
     if endpoint is not None:
-        z0, z1 = endpoint(ends[0]), endpoint(ends[1])
+        with torch.no_grad():
+            z0, z1 = endpoint(ends[0]), endpoint(ends[1])
     if z0 is None or z1 is None:
         raise ValueError("give z0 and z1, or endpoint= to pick them by index or seed")
     _check_ends(z0, z1, steps)

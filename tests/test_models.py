@@ -159,6 +159,14 @@ def test_plain_log_ticks_label_a_log_axis_with_plain_numbers():
     fig.canvas.draw()
     labels = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
     assert {"5", "10", "20"} <= set(labels) and not any("times" in s or "^" in s for s in labels), labels
+    ax.set_ylim(6, 9)                     # inside one decade matplotlib writes "6x10^0" by default
+    fig.canvas.draw()
+    labels = [t.get_text() for t in ax.get_yticklabels() if t.get_text() and 6 <= t.get_position()[1] <= 9]
+    assert {"6", "7", "8", "9"} <= set(labels) and not any("times" in s or "^" in s for s in labels), labels
+    ax.set_ylim(1e-4, 1e3)                # seven decades: powers of ten only, not 21 crowded labels
+    fig.canvas.draw()
+    labels = [t.get_text() for t in ax.get_yticklabels() if t.get_text() and 1e-4 <= t.get_position()[1] <= 1e3]
+    assert labels == ["0.0001", "0.001", "0.01", "0.1", "1", "10", "100", "1000"], labels
     plt.close(fig)
 
 
