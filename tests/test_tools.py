@@ -4,7 +4,7 @@ import nbformat
 import pytest
 import torch
 
-from common import features
+from common import features, runtime
 from common.runtime import REPO_ROOT
 from tools import colab, sync_readme, train_domain_classifier
 
@@ -96,8 +96,8 @@ def test_cgan_ablation_records_every_epoch_and_reads_back(tmp_path):
     assert Image.open(out / "heads-ac-matching-aware.png").size == (8 * 29 + 1, 10 * 29 + 1)
 
 
-def _write_notebook(path, outputs, counts=(1, 2)):
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1", execution_count=counts[0]),
+def _write_notebook(path, outputs, counts=(1, 2), first="x = 1"):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(first, execution_count=counts[0]),
                                          nbformat.v4.new_code_cell("train()", execution_count=counts[1],
                                                                    outputs=outputs)])
     nbformat.write(nb, path)
@@ -112,9 +112,10 @@ def test_check_notebooks_finds_frozen_bars_widget_reprs_errors_and_broken_runs(t
         nbformat.v4.new_output("display_data", data={**widget, "text/plain": "DCGAN:   0%|          | 0/4690 [00:00<?, ?batch/s]"}),
         nbformat.v4.new_output("display_data", data={**widget, "text/plain": "VBox(children=(IntSlider(value=0),))"}),
         nbformat.v4.new_output("error", ename="ValueError", evalue="boom", traceback=[]),
-    ], counts=(2, 1))
+    ], counts=(2, 1), first='ax.set(xlabel="N", yscale="log")')
     problems = [f.problem for f in check_notebooks.check(bad)]
-    assert len(problems) == 4
+    assert len(problems) == 5
+    assert any("log axis" in p for p in problems)
     assert any("frozen" in p and "0/4690" in p for p in problems)
     assert any("repr" in p and "VBox" in p for p in problems)
     assert any("ValueError: boom" in p for p in problems)
@@ -123,6 +124,16 @@ def test_check_notebooks_finds_frozen_bars_widget_reprs_errors_and_broken_runs(t
         nbformat.v4.new_output("display_data", data={**widget, "text/plain": "DCGAN: 100%|##########| 4690/4690 [07:47<00:00]"}),
         nbformat.v4.new_output("display_data", data={**widget, "text/plain": "Interpolation slider (live in Jupyter; ...)"}),
         nbformat.v4.new_output("stream", name="stdout", text="FID 10.0 at 50%| of the way\n"),
-    ])
+    ], first='ax.set_yscale("log")\nplots.plain_log_ticks(ax)')
     assert check_notebooks.check(good) == []
     assert check_notebooks.main([str(good)]) == 0 and check_notebooks.main([str(bad)]) == 1
+
+
+def test_committed_notebooks_read_well_without_a_kernel():
+    """What GitHub shows of each committed notebook: no error, no progress bar frozen at 0%, no
+    widget repr, log axes with plain ticks, one top-to-bottom run, within the size budget."""
+    from tools import check_notebooks
+
+    findings = [str(f) for p in sorted((runtime.REPO_ROOT / "notebooks").glob("*.ipynb"))
+                for f in check_notebooks.check(p)]
+    assert not findings, "\n".join(findings)

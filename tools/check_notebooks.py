@@ -5,8 +5,9 @@
 Reports, per notebook: error outputs; progress bars frozen at their first state ("0%|", the text
 that tqdm's widget leaves when it is saved before it finishes; ``common.runtime.progress`` saves
 the final state instead); widgets whose text fallback is their Python repr ("VBox(children=...")
-rather than a sentence; cells not run top to bottom in one session; and outputs over the size
-budget. Exits 1 when anything is found. A maintenance tool: notebooks never import it.
+rather than a sentence; log axes drawn without ``plots.plain_log_ticks`` (matplotlib labels a
+range inside one decade "6×10⁰"); cells not run top to bottom in one session; and outputs over the
+size budget. Exits 1 when anything is found. A maintenance tool: notebooks never import it.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ FROZEN_BAR = re.compile(r"(?<![0-9])0%\|")
 WIDGET_REPR = re.compile(r"^(VBox|HBox|Box|IntSlider|FloatSlider|Dropdown|Image|Output)\(")
 NOTEBOOK_BUDGET = 3 * 2**20   # bytes per committed notebook
 IMAGE_BUDGET = 400 * 2**10    # bytes per PNG output
+LOG_AXIS = re.compile(r"""[xy]scale\s*=\s*["']log["']|set_[xy]scale\(\s*["']log["']|semilog[xy]\(|loglog\(""")
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,8 @@ def check(path: str | Path) -> list[Finding]:
             continue
         if cell.source.strip():
             counts.append(cell.execution_count)
+        if LOG_AXIS.search(cell.source) and "plain_log_ticks" not in cell.source:
+            found.append(Finding(name, i, "log axis without plots.plain_log_ticks (ticks would read like 6×10⁰)"))
         for out in cell.get("outputs", []):
             if out.get("output_type") == "error":
                 found.append(Finding(name, i, f"error output: {out.get('ename')}: {out.get('evalue', '')[:80]}"))
