@@ -26,7 +26,58 @@ def use_course_style(dpi: int = 80) -> None:
         from matplotlib_inline.backend_inline import set_matplotlib_formats
         set_matplotlib_formats("png")
     except ImportError:  # pragma: no cover - outside IPython
-        pass
+        return
+    _check_native_size_on_display()
+
+
+UNDERSIZED = "shown below its native size"   # the phrase tools.check_notebooks looks for
+
+
+def undersized_images(fig: Figure, tolerance: float = 0.98) -> list[str]:
+    """The images that ``fig`` draws pixel by pixel (``interpolation="nearest"``, as every picture in
+    the course is drawn) at fewer than one screen pixel per image pixel, at the figure's dpi: a
+    28x28 sample squeezed into 20 screen pixels loses the detail the notebook talks about. Heat maps
+    drawn smoothly are not pictures and are not checked. Returns one sentence per such image."""
+    found = []
+    for ax in fig.axes:
+        ax.apply_aspect()
+        for im in ax.get_images():
+            if im.get_interpolation() != "nearest":
+                continue
+            rows, cols = im.get_array().shape[:2]
+            x0, x1, y0, y1 = im.get_extent()
+            (px0, py0), (px1, py1) = ax.transData.transform([(x0, y0), (x1, y1)])
+            scale = min(abs(px1 - px0) / cols, abs(py1 - py0) / rows)
+            if scale < tolerance:
+                title = ax.get_title() or fig.get_suptitle() or "untitled"
+                found.append(f"a {cols}x{rows}-pixel image in panel '{title}' is {UNDERSIZED} "
+                             f"({scale:.2f} screen pixels per image pixel at {fig.dpi:g} dpi): "
+                             f"make the figure larger (plots.tile_inches gives the inches per image)")
+    return found
+
+
+def _check_native_size_on_display() -> None:
+    """Every figure a notebook displays is checked by ``undersized_images`` first and a warning is
+    printed under it when an image is drawn too small; the committed outputs keep that warning, which
+    ``tools.check_notebooks`` reports. Installed once per kernel."""
+    import sys
+
+    from IPython import get_ipython
+    shell = get_ipython()
+    if shell is None:
+        return
+    formatter = shell.display_formatter.formatters["image/png"]
+    draw = formatter.lookup_by_type(Figure)
+    if getattr(draw, "checks_native_size", False):
+        return
+
+    def checked(fig):
+        for problem in undersized_images(fig):
+            print(f"Warning: {problem}", file=sys.stderr)
+        return draw(fig)
+
+    checked.checks_native_size = True
+    formatter.for_type(Figure, checked)
 
 
 def _to_numpy_grid(images: torch.Tensor, nrow: int, pad: int = 1) -> np.ndarray:

@@ -2,6 +2,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -198,3 +199,39 @@ def test_the_strips_title_does_not_overlap_the_frame_titles(with_names):
         assert not title.overlaps(ax.title.get_window_extent(renderer)), ax.title.get_text()
         assert not title.overlaps(ax.get_window_extent(renderer))
     matplotlib.pyplot.close("all")
+
+
+def test_undersized_images_names_a_squeezed_picture_and_not_a_heat_map():
+    plots.use_course_style()
+    imgs = torch.rand(16, 1, 28, 28)
+    assert plots.undersized_images(plots.image_grid(imgs, nrow=8)) == []
+    fig, (ax1, ax2) = matplotlib.pyplot.subplots(1, 2, figsize=(0.6, 0.4))
+    ax1.imshow(imgs[0, 0].numpy(), interpolation="nearest")
+    ax1.set_title("sample")
+    ax2.imshow(np.random.rand(200, 200))          # a smooth heat map: not a picture, not checked
+    (problem,) = plots.undersized_images(fig)
+    assert "28x28-pixel image in panel 'sample'" in problem and plots.UNDERSIZED in problem
+    matplotlib.pyplot.close("all")
+
+
+def test_a_displayed_figure_warns_under_itself_when_an_image_is_too_small(capsys):
+    """In a kernel, use_course_style makes every displayed figure check itself: the warning lands in
+    the cell's output, where tools.check_notebooks finds it in a committed notebook."""
+    from IPython.core.interactiveshell import InteractiveShell
+    shell = InteractiveShell.instance()
+    try:
+        plots.use_course_style()
+        plots.use_course_style()                 # twice: still one check, one warning
+        fig, ax = matplotlib.pyplot.subplots(figsize=(0.3, 0.3))
+        ax.imshow(np.random.rand(28, 28), interpolation="nearest")
+        data, _ = shell.display_formatter.format(fig)
+        assert data["image/png"]                  # the figure is still drawn
+        err = capsys.readouterr().err
+        assert err.count(plots.UNDERSIZED) == 1
+        fig2, ax2 = matplotlib.pyplot.subplots(figsize=(2, 2))
+        ax2.imshow(np.random.rand(28, 28), interpolation="nearest")
+        shell.display_formatter.format(fig2)
+        assert plots.UNDERSIZED not in capsys.readouterr().err
+    finally:
+        matplotlib.pyplot.close("all")
+        InteractiveShell.clear_instance()

@@ -5,7 +5,9 @@
 Reports, per notebook: error outputs; progress bars frozen at their first state ("0%|", the text
 that tqdm's widget leaves when it is saved before it finishes; ``common.runtime.progress`` saves
 the final state instead); widgets whose text fallback is their Python repr ("VBox(children=...")
-rather than a sentence; log axes drawn without ``plots.plain_log_ticks`` (matplotlib labels a
+rather than a sentence; images drawn below their native size (the warning ``plots.use_course_style``
+makes every displayed figure print under itself when an image gets less than one screen pixel per
+image pixel); log axes drawn without ``plots.plain_log_ticks`` (matplotlib labels a
 range inside one decade "6×10⁰"); cells not run top to bottom in one session; and outputs over the
 size budget. Exits 1 when anything is found. A maintenance tool: notebooks never import it.
 """
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import nbformat
 
+from common.plots import UNDERSIZED
 from common.runtime import REPO_ROOT
 
 FROZEN_BAR = re.compile(r"(?<![0-9])0%\|")
@@ -67,6 +70,8 @@ def check(path: str | Path) -> list[Finding]:
                 if FROZEN_BAR.search(line):
                     found.append(Finding(name, i, f"progress bar frozen at its first state: {line.strip()[:70]!r}"))
                     break
+            if UNDERSIZED in text:
+                found.append(Finding(name, i, f"figure draws an image {UNDERSIZED}: {text.strip()[:90]!r}"))
             data = out.get("data", {})
             if "application/vnd.jupyter.widget-view+json" in data and WIDGET_REPR.match(text.strip()):
                 found.append(Finding(name, i, f"widget shows its repr to viewers without widgets: {text.strip()[:50]!r}"))
