@@ -185,6 +185,8 @@ def curves(histories: Mapping[str, History] | History, keys: Sequence[str], per:
                 continue
             ax.plot(x, y, label=name or None, marker="o" if per == "epoch" and len(y) < 30 else None, ms=3)
         ax.set_xlabel("epoch" if per == "epoch" else "training step (batch)")
+        if per == "epoch":   # whole epochs: no 1.5 on the axis
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         unit = units.get(key) if isinstance(units, Mapping) else units
         if unit:
             ax.set_ylabel(unit)

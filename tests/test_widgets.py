@@ -134,7 +134,11 @@ def test_plot_helpers_return_figures():
     assert len(plots.image_rows({"a": imgs[:4], "b": imgs[4:8]}).axes) == 2
     h = training.History(epochs=[{"epoch": 1, "loss": 3.0}, {"epoch": 2, "loss": 2.0}], steps={"loss": [4, 3, 2, 1]},
                          snapshots={1: (imgs[:3] * 255).byte(), 2: (imgs[3:6] * 255).byte()})
-    assert len(plots.curves({"run": h}, ["loss"]).axes) == 1
+    (ax,) = plots.curves({"run": h}, ["loss"], units="nats").axes
+    ax.figure.canvas.draw()
+    assert ax.get_title() == "training loss" and ax.get_xlabel() == "epoch" and ax.get_ylabel() == "nats"
+    ticks = [t for t in ax.get_xticks() if 1 <= t <= 2]
+    assert ticks == [1, 2], ticks          # whole epochs only, no 1.5
     assert len(plots.curves(h, ["loss"], per="step", smooth=2).axes) == 1
     assert len(plots.snapshot_rows(h).axes) == 2
     with pytest.raises(ValueError, match="snapshots is empty"):
