@@ -217,20 +217,30 @@ def source(*objects) -> "IPython.display.Code":  # noqa: F821
 
 
 class _PlainLogLocator(LogLocator):
-    """Ticks of a log axis at 1, 2 and 5 times each power of ten, or at the powers of ten alone
-    where that would crowd the axis (more than 8 in view). Inside one decade matplotlib's own
-    fallback gives linear steps (6, 6.5, 7, ...)."""
+    """Ticks of a log axis at 1, 2 and 5 times each power of ten; at the powers of ten alone where
+    that would crowd the axis (more than 8 in view); at every integer multiple (or 1, 2, 3, 5) where
+    1, 2, 5 would label fewer than 3 values (2.6 to 13 would read only 5 and 10). Inside one decade
+    matplotlib's own fallback gives linear steps (6, 6.5, 7, ...)."""
 
     def __init__(self):
         super().__init__(base=10, subs=(1.0, 2.0, 5.0), numticks=30)
 
-    def tick_values(self, vmin, vmax):
+    def _ticks(self, subs, vmin, vmax):
+        self.set_params(subs=subs)
+        ticks = super().tick_values(vmin, vmax)
         lo, hi = sorted((vmin, vmax))
-        for subs in ((1.0, 2.0, 5.0), (1.0,)):
-            self.set_params(subs=subs)
-            ticks = super().tick_values(vmin, vmax)
-            if ((ticks >= lo) & (ticks <= hi)).sum() <= 8:
-                break
+        return ticks, int(((ticks >= lo) & (ticks <= hi)).sum())
+
+    def tick_values(self, vmin, vmax):
+        ticks, n = self._ticks((1.0, 2.0, 5.0), vmin, vmax)
+        if n > 8:
+            return self._ticks((1.0,), vmin, vmax)[0]
+        if n < 3:
+            for subs in (tuple(range(1, 10)), (1.0, 2.0, 3.0, 5.0)):
+                denser, m = self._ticks(subs, vmin, vmax)
+                if n < m <= 8:
+                    return denser
+            self.set_params(subs=(1.0, 2.0, 5.0))
         return ticks
 
 
