@@ -229,7 +229,9 @@ class LatentExplorer(W.HBox):
         self.y = W.FloatSlider(min=float(lo[1]), max=float(hi[1]), step=step, value=float(np.median(pts[:, 1])),
                                description="z₂", readout_format=".2f")
         self.map_view, self.view, self.current = W.Image(format="png"), W.Image(format="png"), None
-        super().__init__([W.VBox([self.map_view, self.x, self.y]), self.view])
+        # top-aligned: a flex row would otherwise stretch the decoded image to the map's height
+        super().__init__([W.VBox([self.map_view, self.x, self.y]), self.view],
+                         layout=W.Layout(align_items="flex-start"))
         self.x.observe(self.show, names="value")
         self.y.observe(self.show, names="value")
         self.show()

@@ -1,10 +1,11 @@
 """The course as a learner meets it: JupyterLab in a real (headless) browser.
 
-Starts JupyterLab on localhost from the course's venv, opens notebook 03 in Debian's Chromium
+Starts JupyterLab on localhost from the course's venv, opens a notebook in Debian's Chromium
 through Playwright, runs every cell in the smoke profile, and checks what a learner would see: no
-cell shows an error, the interpolation widget renders (the widget manager is installed and the
-slider is on the page), and dragging the slider changes the displayed image. Screenshots of what
-the browser saw go to ``data/screenshots/`` (git-ignored).
+cell shows an error, the figures are drawn, the live widgets render (the widget manager is
+installed and the sliders are on the page), and moving them changes what they show: notebook 03's
+interpolation slider and its straight/spherical switch, notebook 01's interpolation slider and its
+2-D latent explorer. Screenshots of what the browser saw go to ``data/screenshots/`` (git-ignored).
 
 Skipped where no browser exists (no Chromium or no Playwright); under CI (``CI`` set) a missing
 browser is a failure instead, since ``.ci/setup`` installs both.
@@ -26,7 +27,6 @@ import nbformat
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOK = "03_dcgan.ipynb"
 SHOTS = ROOT / "data" / "screenshots"
 CHROMIUM = os.environ.get("DGM_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 try:
@@ -47,12 +47,14 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def lab(tmp_path):
-    """A JupyterLab server on localhost serving a copy of the notebook; yields (url, notebook path)."""
+def lab(tmp_path, request):
+    """A JupyterLab server on localhost serving a copy of the notebook named by the test's
+    parameter; yields (url, notebook path)."""
     assert not MISSING, f"the browser test needs {' and '.join(MISSING)}: run bash .ci/setup"
+    notebook = request.param
     root = tmp_path / "notebooks"
     root.mkdir()
-    shutil.copy(ROOT / "notebooks" / NOTEBOOK, root / NOTEBOOK)
+    shutil.copy(ROOT / "notebooks" / notebook, root / notebook)
     settings = tmp_path / "lab-settings" / "@jupyterlab" / "notebook-extension"
     settings.mkdir(parents=True)
     # render every cell (JupyterLab 4 otherwise keeps only the visible ones in the page)
@@ -83,7 +85,7 @@ def lab(tmp_path):
                 if server.poll() is not None or time.time() > deadline:
                     raise RuntimeError("JupyterLab did not start:\n" + (tmp_path / "jupyterlab.log").read_text()[-3000:])
                 time.sleep(0.5)
-        yield f"{base}/lab/tree/{NOTEBOOK}?token={token}", root / NOTEBOOK
+        yield f"{base}/lab/tree/{notebook}?token={token}", root / notebook
     finally:
         server.terminate()
         try:
@@ -97,8 +99,39 @@ def _prompts(page) -> list[str]:
     return page.eval_on_selector_all(".jp-CodeCell .jp-InputPrompt", "els => els.map(e => e.textContent.trim())")
 
 
-def test_a_learner_runs_notebook_03_in_jupyterlab_and_drags_the_interpolation_slider(lab):
+def _widget_images(page) -> list[str]:
+    return page.eval_on_selector_all("img.widget-image", "els => els.map(e => e.getAttribute('src'))")
+
+
+def _slider(page, label: str):
+    slider = page.locator(".widget-slider", has=page.locator(".widget-label", has_text=re.compile(f"^{label}$")))
+    assert slider.count() == 1, f"the slider {label!r} is not on the page (found {slider.count()})"
+    return slider
+
+
+def _drag(page, slider, fraction: float) -> tuple[str, str, int]:
+    """Drags a slider's handle to ``fraction`` of its track, as a mouse does; returns the readout
+    before and after and how many widget images on the page changed."""
+    readout, before = slider.locator(".widget-readout"), _widget_images(page)
+    before_t = readout.inner_text()
+    handle, track = slider.locator(".noUi-handle"), slider.locator(".noUi-target")
+    h, t = handle.bounding_box(), track.bounding_box()
+    page.mouse.move(h["x"] + h["width"] / 2, h["y"] + h["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(t["x"] + fraction * t["width"], h["y"] + h["height"] / 2, steps=10)
+    page.mouse.up()
+    page.wait_for_function("before => { const now = [...document.querySelectorAll('img.widget-image')]"
+                           ".map(e => e.getAttribute('src')); return now.some((s, i) => s !== before[i]); }",
+                           arg=before, timeout=30_000)
+    page.wait_for_timeout(500)
+    after = _widget_images(page)
+    return before_t, readout.inner_text(), sum(a != b for a, b in zip(before, after))
+
+
+@pytest.mark.parametrize("lab", ["03_dcgan.ipynb", "01_vae.ipynb"], indirect=True)
+def test_a_learner_runs_a_notebook_in_jupyterlab_and_moves_its_widgets(lab):
     url, path = lab
+    shot = lambda name: SHOTS / f"{path.name[:2]}_{name}.png"  # noqa: E731
     SHOTS.mkdir(parents=True, exist_ok=True)
     n_code = sum(c.cell_type == "code" for c in nbformat.read(path, as_version=4).cells)
     with sync_playwright() as p:
@@ -110,9 +143,9 @@ def test_a_learner_runs_notebook_03_in_jupyterlab_and_drags_the_interpolation_sl
             page.wait_for_function(f"document.querySelectorAll('.jp-CodeCell .jp-InputPrompt').length === {n_code}",
                                    timeout=60_000)
         except Exception:
-            page.screenshot(path=SHOTS / "00_not_rendered.png")
+            page.screenshot(path=shot("00_not_rendered"))
             raise AssertionError(f"JupyterLab rendered {len(_prompts(page))} of {n_code} code cells") from None
-        page.screenshot(path=SHOTS / "01_notebook_opened.png")
+        page.screenshot(path=shot("01_notebook_opened"))
 
         # Run > Run All Cells, as a learner would
         page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
@@ -137,38 +170,54 @@ def test_a_learner_runs_notebook_03_in_jupyterlab_and_drags_the_interpolation_sl
         bad = [o for c in saved.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
         assert not bad, f"{bad[0].ename}: {bad[0].evalue}"
         # the figures are drawn, the interpolation's static strip among them
+        # every live image keeps its aspect ratio on screen (a flex row once stretched a 28x28 decode to 112x400)
+        shapes = page.eval_on_selector_all(
+            "img.widget-image", "els => els.filter(e => e.naturalWidth > 0).map(e => [e.naturalWidth, "
+            "e.naturalHeight, e.getBoundingClientRect().width, e.getBoundingClientRect().height])")
+        assert shapes, "no live image on the page"
+        for nw, nh, w, h in shapes:
+            # PNGs are zoomed 4x (widgets.ZOOM): at least native size, and never stretched
+            assert w >= nw / 4 and abs(w / h - nw / nh) < 0.05, f"a {nw}x{nh} image drawn {w:.0f}x{h:.0f}"
         figures = page.locator(".jp-RenderedImage img")
         assert figures.count() >= 5, f"only {figures.count()} figures on the page"
         strip = next(c for c in saved.cells if c.cell_type == "code" and "widgets.interpolation" in c.source)
         assert any("image/png" in o.get("data", {}) for o in strip.outputs), "the static strip is not drawn"
 
-        # the interpolation widget is on the page: its slider and its image
-        slider = page.locator(".widget-slider", has=page.locator(".widget-label", has_text=re.compile(r"^t$")))
-        assert slider.count() == 1, "the interpolation slider is not on the page"
+        # the interpolation widget: its slider and its image, dragged two thirds along
+        slider = _slider(page, "t")
         box = slider.locator("xpath=ancestor::div[contains(@class, 'widget-vbox')][1]")
         image = box.locator("img.widget-image").last
         box.scroll_into_view_if_needed()
         page.wait_for_timeout(500)
-        box.screenshot(path=SHOTS / "02_slider_at_start.png")
-        before_src, before_png = image.get_attribute("src"), image.screenshot()
-        readout = slider.locator(".widget-readout")
-        before_t = readout.inner_text()
-
-        # drag the slider's handle two thirds of the way along its track
-        handle, track = slider.locator(".noUi-handle"), slider.locator(".noUi-target")
-        h, t = handle.bounding_box(), track.bounding_box()
-        page.mouse.move(h["x"] + h["width"] / 2, h["y"] + h["height"] / 2)
-        page.mouse.down()
-        page.mouse.move(t["x"] + 2 * t["width"] / 3, h["y"] + h["height"] / 2, steps=10)
-        page.mouse.up()
-        page.wait_for_function("([el, src]) => el.getAttribute('src') !== src",
-                               arg=[image.element_handle(), before_src], timeout=30_000)
-        page.wait_for_timeout(500)
-        box.screenshot(path=SHOTS / "03_slider_dragged.png")
-        after_t = readout.inner_text()
+        box.screenshot(path=shot("02_slider_at_start"))
+        before_png = image.screenshot()
+        before_t, after_t, changed = _drag(page, slider, 2 / 3)
+        box.screenshot(path=shot("03_slider_dragged"))
         assert after_t != before_t and 0.4 < float(after_t) < 0.9, (before_t, after_t)
-        assert image.screenshot() != before_png, "the image did not change when the slider moved"
-        page.screenshot(path=SHOTS / "04_whole_page.png", full_page=True)
+        assert changed == 1 and image.screenshot() != before_png, "the image did not change when the slider moved"
+        seen = [f"t {before_t} -> {after_t}"]
+
+        if path.name.startswith("03"):
+            # the straight/spherical switch redraws the image at the same t
+            src = image.get_attribute("src")
+            box.get_by_role("button", name="spherical").click()
+            page.wait_for_function("([el, src]) => el.getAttribute('src') !== src",
+                                   arg=[image.element_handle(), src], timeout=30_000)
+            page.wait_for_timeout(500)
+            box.screenshot(path=shot("04_spherical"))
+            seen.append("spherical path redrawn")
+        if path.name.startswith("01"):
+            # the 2-D explorer: moving z1 moves the marker on the map and decodes another image
+            explorer = _slider(page, "z₁")
+            panel = explorer.locator("xpath=ancestor::div[contains(@class, 'widget-hbox')][1]")
+            panel.scroll_into_view_if_needed()
+            page.wait_for_timeout(500)
+            panel.screenshot(path=shot("04_explorer_at_start"))
+            before_z, after_z, changed = _drag(page, explorer, 0.8)
+            panel.screenshot(path=shot("05_explorer_moved"))
+            assert after_z != before_z, (before_z, after_z)
+            assert changed == 2, f"{changed} widget images changed; the explorer's map and image should"
+            seen.append(f"z1 {before_z} -> {after_z}")
+        page.screenshot(path=shot("99_whole_page"), full_page=True)
         browser.close()
-    print(f"{NOTEBOOK} ran in JupyterLab in {seconds:.0f} s; slider t {before_t} -> {after_t}; "
-          f"screenshots in {SHOTS}")
+    print(f"{path.name} ran in JupyterLab in {seconds:.0f} s; {'; '.join(seen)}; screenshots in {SHOTS}")
