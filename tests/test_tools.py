@@ -4,7 +4,7 @@ import nbformat
 import pytest
 import torch
 
-from common import features
+from common import features, runtime
 from common.runtime import REPO_ROOT
 from tools import colab, sync_readme, train_domain_classifier
 
@@ -104,7 +104,7 @@ def _write_notebook(path, outputs, counts=(1, 2), first="x = 1"):
     return path
 
 
-def test_check_notebooks_finds_frozen_bars_widget_reprs_errors_and_broken_runs(tmp_path):
+def test_check_notebooks_finds_frozen_bars_widget_reprs_small_images_errors_and_broken_runs(tmp_path):
     from tools import check_notebooks
 
     widget = {"application/vnd.jupyter.widget-view+json": {"model_id": "x", "version_major": 2, "version_minor": 0}}
@@ -112,9 +112,11 @@ def test_check_notebooks_finds_frozen_bars_widget_reprs_errors_and_broken_runs(t
         nbformat.v4.new_output("display_data", data={**widget, "text/plain": "DCGAN:   0%|          | 0/4690 [00:00<?, ?batch/s]"}),
         nbformat.v4.new_output("display_data", data={**widget, "text/plain": "VBox(children=(IntSlider(value=0),))"}),
         nbformat.v4.new_output("error", ename="ValueError", evalue="boom", traceback=[]),
+        nbformat.v4.new_output("stream", name="stderr", text="Warning: a 28x28-pixel image in panel 'x' is shown below its native size (0.50 ...)\n"),
     ], counts=(2, 1), first='ax.set(xlabel="N", yscale="log")')
     problems = [f.problem for f in check_notebooks.check(bad)]
-    assert len(problems) == 5
+    assert len(problems) == 6
+    assert any("native size" in p and "28x28" in p for p in problems)
     assert any("log axis" in p for p in problems)
     assert any("frozen" in p and "0/4690" in p for p in problems)
     assert any("repr" in p and "VBox" in p for p in problems)
@@ -127,3 +129,13 @@ def test_check_notebooks_finds_frozen_bars_widget_reprs_errors_and_broken_runs(t
     ], first='ax.set_yscale("log")\nplots.plain_log_ticks(ax)')
     assert check_notebooks.check(good) == []
     assert check_notebooks.main([str(good)]) == 0 and check_notebooks.main([str(bad)]) == 1
+
+
+def test_committed_notebooks_read_well_without_a_kernel():
+    """What GitHub shows of each committed notebook: no error, no progress bar frozen at 0%, no
+    widget repr, no image drawn below its native size, log axes with plain ticks, one top-to-bottom run, within the size budget."""
+    from tools import check_notebooks
+
+    findings = [str(f) for p in sorted((runtime.REPO_ROOT / "notebooks").glob("*.ipynb"))
+                for f in check_notebooks.check(p)]
+    assert not findings, "\n".join(findings)
