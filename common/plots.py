@@ -218,8 +218,9 @@ def source(*objects) -> "IPython.display.Code":  # noqa: F821
 
 class _PlainLogLocator(LogLocator):
     """Ticks of a log axis at 1, 2 and 5 times each power of ten; at the powers of ten alone where
-    that would crowd the axis (more than 8 in view); at every integer multiple (or 1, 2, 3, 5) where
-    1, 2, 5 would label fewer than 3 values (2.6 to 13 would read only 5 and 10). Inside one decade
+    that would crowd the axis (more than 8 in view); at 1, 1.5, 2, 3, 5, 7 (or every integer
+    multiple) where 1, 2, 5 would label fewer than 3 values (2.6 to 13 would read only 5 and 10,
+    48 to 175 only 50 and 100). Inside one decade
     matplotlib's own fallback gives linear steps (6, 6.5, 7, ...)."""
 
     def __init__(self):
@@ -236,7 +237,7 @@ class _PlainLogLocator(LogLocator):
         if n > 8:
             return self._ticks((1.0,), vmin, vmax)[0]
         if n < 3:
-            for subs in (tuple(range(1, 10)), (1.0, 2.0, 3.0, 5.0)):
+            for subs in ((1.0, 1.5, 2.0, 3.0, 5.0, 7.0), tuple(range(1, 10))):
                 denser, m = self._ticks(subs, vmin, vmax)
                 if n < m <= 8:
                     return denser
