@@ -5,12 +5,14 @@ tensors in [0, 1] shaped (N, C, H, W) on any device.
 """
 from __future__ import annotations
 
+import sys
 from typing import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 from torchvision.utils import make_grid
 
@@ -33,26 +35,33 @@ def use_course_style(dpi: int = 80) -> None:
 UNDERSIZED = "shown below its native size"   # the phrase tools.check_notebooks looks for
 
 
+def image_scales(fig: Figure) -> list[tuple[plt.Axes, AxesImage, float]]:
+    """Every image of ``fig`` with the screen pixels it gets per image pixel at the figure's dpi
+    (the smaller of the horizontal and vertical scale), as laid out for drawing."""
+    scales = []
+    for ax in fig.axes:
+        ax.apply_aspect()
+        for im in ax.get_images():
+            rows, cols = im.get_array().shape[:2]
+            x0, x1, y0, y1 = im.get_extent()
+            (px0, py0), (px1, py1) = ax.transData.transform([(x0, y0), (x1, y1)])
+            scales.append((ax, im, min(abs(px1 - px0) / cols, abs(py1 - py0) / rows)))
+    return scales
+
+
 def undersized_images(fig: Figure, tolerance: float = 0.98) -> list[str]:
     """The images that ``fig`` draws pixel by pixel (``interpolation="nearest"``, as every picture in
     the course is drawn) at fewer than one screen pixel per image pixel, at the figure's dpi: a
     28x28 sample squeezed into 20 screen pixels loses the detail the notebook talks about. Heat maps
     drawn smoothly are not pictures and are not checked. Returns one sentence per such image."""
     found = []
-    for ax in fig.axes:
-        ax.apply_aspect()
-        for im in ax.get_images():
-            if im.get_interpolation() != "nearest":
-                continue
+    for ax, im, scale in image_scales(fig):
+        if im.get_interpolation() == "nearest" and scale < tolerance:
             rows, cols = im.get_array().shape[:2]
-            x0, x1, y0, y1 = im.get_extent()
-            (px0, py0), (px1, py1) = ax.transData.transform([(x0, y0), (x1, y1)])
-            scale = min(abs(px1 - px0) / cols, abs(py1 - py0) / rows)
-            if scale < tolerance:
-                title = ax.get_title() or fig.get_suptitle() or "untitled"
-                found.append(f"a {cols}x{rows}-pixel image in panel '{title}' is {UNDERSIZED} "
-                             f"({scale:.2f} screen pixels per image pixel at {fig.dpi:g} dpi): "
-                             f"make the figure larger (plots.tile_inches gives the inches per image)")
+            title = ax.get_title() or fig.get_suptitle() or "untitled"
+            found.append(f"a {cols}x{rows}-pixel image in panel '{title}' is {UNDERSIZED} "
+                         f"({scale:.2f} screen pixels per image pixel at {fig.dpi:g} dpi): "
+                         f"make the figure larger (plots.tile_inches gives the inches per image)")
     return found
 
 
@@ -60,8 +69,6 @@ def _check_native_size_on_display() -> None:
     """Every figure a notebook displays is checked by ``undersized_images`` first and a warning is
     printed under it when an image is drawn too small; the committed outputs keep that warning, which
     ``tools.check_notebooks`` reports. Installed once per kernel."""
-    import sys
-
     from IPython import get_ipython
     shell = get_ipython()
     if shell is None:
@@ -156,7 +163,7 @@ KEY_NAMES = {
     "D(x)": "D(x): D on real images", "D(G(z))": "D(G(z)): D on generated images",
     "D(x, wrong label)": "D on real images with a wrong label",
     "class_loss_real": "class loss on real images", "class_loss_fake": "class loss on generated images",
-    "gp": "gradient penalty", "grad_norm_xhat": "||grad D(x_hat)||, between real and fake",
+    "gp": "gradient penalty", "grad_norm_xhat": "norm of D's gradient between real and fake images",
 }
 
 
@@ -220,8 +227,8 @@ class _PlainLogLocator(LogLocator):
     """Ticks of a log axis at 1, 2 and 5 times each power of ten; at the powers of ten alone where
     that would crowd the axis (more than 8 in view); at 1, 1.5, 2, 3, 5, 7 (or every integer
     multiple) where 1, 2, 5 would label fewer than 3 values (2.6 to 13 would read only 5 and 10,
-    48 to 175 only 50 and 100). Inside one decade
-    matplotlib's own fallback gives linear steps (6, 6.5, 7, ...)."""
+    48 to 175 only 50 and 100). Inside one decade matplotlib's own fallback gives linear steps
+    (6, 6.5, 7, ...). Every call sets the subs it uses, so no state carries between calls."""
 
     def __init__(self):
         super().__init__(base=10, subs=(1.0, 2.0, 5.0), numticks=30)
@@ -241,7 +248,6 @@ class _PlainLogLocator(LogLocator):
                 denser, m = self._ticks(subs, vmin, vmax)
                 if n < m <= 8:
                     return denser
-            self.set_params(subs=(1.0, 2.0, 5.0))
         return ticks
 
 

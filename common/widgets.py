@@ -130,8 +130,7 @@ class Interpolation(W.VBox):
                                           style={"description_width": "initial"})
             self.end = W.BoundedIntText(value=ends[1], min=0, max=endpoint_max, description=f"to {endpoint_name}",
                                         style={"description_width": "initial"})
-            rows.insert(0, W.HBox([self.start, self.end]))
-            self._ends_changed(show=False)
+            rows.insert(0, W.HBox([self.start, self.end]))   # z0, z1 already come from endpoint(ends)
         if classes is not None:
             self.label = W.Dropdown(options=[(name, i) for i, name in enumerate(classes)], value=0, description="class")
             rows.insert(0, self.label)
@@ -157,11 +156,10 @@ class Interpolation(W.VBox):
                 return self._decode(z)
             return self._decode(z, torch.full((len(z),), self.label.value, dtype=torch.long, device=z.device))
 
-    def _ends_changed(self, change=None, show=True):
+    def _ends_changed(self, change=None):
         with torch.no_grad():   # an encoder or a seed's noise: nothing here needs gradients
             self.z0, self.z1 = self._endpoint(self.start.value), self._endpoint(self.end.value)
-        if show:
-            self.show()
+        self.show()
 
     def show(self, change=None):
         spherical = bool(self.mode.value) if self.mode is not None else False

@@ -166,14 +166,7 @@ def test_class_picker_redraws_on_class_and_seed():
 
 def drawn_scale(fig) -> float:
     """The smallest number of screen pixels per image pixel over every image in a figure."""
-    fig.canvas.draw()
-    scales = []
-    for ax in fig.axes:
-        for im in ax.get_images():
-            h, w = im.get_array().shape[:2]
-            box = ax.get_window_extent()
-            scales.append(min(box.width / w, box.height / h))
-    return min(scales)
+    return min(scale for _, _, scale in plots.image_scales(fig))
 
 
 @pytest.mark.parametrize("size, channels", [(28, 1), (64, 1), (64, 3)])
