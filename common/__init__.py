@@ -1,13 +1,25 @@
-"""Shared code of the course: import what a notebook needs, e.g.
+"""The course's shared code. Two layers, importing in one direction:
 
-    from common import runtime, data, training, plots
+Teaching code (what the notebooks write in their ``#@save`` cells, kept identical here):
+
+    layers       the sample() contract, Module (records constructor arguments), image geometry
+    training     the one training loop, evaluate, the NaN guard             notebook 01
+    vae          ELBO, reparameterization, MLP and conv VAEs                notebook 01
+    classifiers  MLP and conv classifiers, class accuracy of samples        notebook 01
+    vqvae        vector quantizer, straight-through, VQ-VAE                 notebook 02
+    priors       GMM and VAE priors over a VQ-VAE's latents                 notebook 02
+    dcgan        DCGAN, GAN losses, the DCGAN step                          notebook 03
+    cgan         conditional GANs, gradient penalty, WGAN-GP, the extras    notebook 04
+    ema          an average of G's weights to sample from                   notebook 04
+    recipes      each GAN training recipe, defined once                     notebook 04
+    fid          the Fréchet distance and FID                               notebook 05
+    plots, widgets   figures and live sliders
+
+Machinery a learner may skip (``common.machinery``): profiles and paths, safe storage, input
+checks at the doors, checkpoints, datasets and their readers, feature extractors, pretrained
+models. Teaching modules import it; it never imports them at import time.
+
+    from common.machinery import data, runtime
     rt = runtime.setup(seed=0)
-
-Modules: runtime (profiles, dataset override, device, seeds, paths), data (the dataset registry,
-in-memory datasets), sources (where each dataset is read from), dsprites (its factors and
-generator), training (the one training loop), checkpoints (atomic save, safe load), layers (the
-sample() contract, image geometry), vae, vqvae, priors, gan, classifiers, fid (the Fréchet
-distance and FID), features (Inception and domain-classifier extractors), plots, widgets.
-Maintenance tools (README sync, Colab cells, the domain classifier's training) live in tools/.
 """
-__version__ = "0.2.0"
+__version__ = "0.3.0"

@@ -11,12 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoints import register
-from .layers import check_image_shape, check_input, eval_mode, mlp_trunk
+from .layers import Module, eval_mode, mlp_trunk
+from .machinery.checks import check_image_shape
 
 
-@register
-class MLPClassifier(nn.Module):
+class MLPClassifier(Module):
     """Flatten -> Linear(C*H*W, hidden) -> ReLU -> Linear(hidden, classes).
 
     ``trunk`` has exactly the layers of ``MLPVAE.trunk``, so its weights can initialise a VAE
@@ -31,7 +30,6 @@ class MLPClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits of images ``x`` in [0, 1]."""
-        check_input(x, self.image_shape, 0, 1, type(self).__name__, self)
         return self.head(self.trunk(x))
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -52,7 +50,8 @@ def load_or_train_mlp(train, device: torch.device | str = "cpu", epochs: int = 5
     is missing, the same recipe (C*H*W-400-classes, Adam 1e-3, batch 128) is trained on ``train``
     here. Eval mode. Notebooks 03 and 04 use it to check which class generated samples look like.
     """
-    from . import checkpoints, training  # local: training and checkpoints import this package's layers
+    from . import training
+    from .machinery import checkpoints
 
     name = f"classifier_mlp-{train.tag}"
     try:
@@ -64,7 +63,7 @@ def load_or_train_mlp(train, device: torch.device | str = "cpu", epochs: int = 5
     torch.manual_seed(seed)
     clf = MLPClassifier(train.image_shape, len(train.classes)).to(device)
     step = training.minimize(clf.loss, torch.optim.Adam(clf.parameters(), lr=1e-3))
-    training.train(step, train.batches(128, seed=seed), epochs, desc="classifier")
+    training.train(step, train.batches(128, seed=seed), epochs, check=clf, desc="classifier")
     return clf.eval()
 
 
@@ -72,8 +71,7 @@ def _conv_block(c_in: int, c_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU())
 
 
-@register
-class ConvClassifier(nn.Module):
+class ConvClassifier(Module):
     """A small CNN, the feature network of the *domain* FID (notebook 05).
 
     One 3x3 conv block (conv, batch norm, ReLU) at full size, half and quarter size (28x28, 14x14,
@@ -100,7 +98,6 @@ class ConvClassifier(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 4w) pooled features of images ``x`` in [0, 1]."""
-        check_input(x, self.image_shape, 0, 1, type(self).__name__, self)
         return self.body(x * 2 - 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

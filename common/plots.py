@@ -1,5 +1,7 @@
 """Figures the notebooks share: image grids, labelled image rows, loss curves, snapshot strips.
 
+First used in notebooks/01_vae.ipynb; every notebook draws with them.
+
 Every helper returns its ``Figure``; a notebook calls it and then ``plt.show()`` once. Images are
 tensors in [0, 1] shaped (N, C, H, W) on any device.
 """
@@ -16,7 +18,7 @@ from matplotlib.image import AxesImage
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 from torchvision.utils import make_grid
 
-from .training import History
+from .machinery.history import History
 
 
 def use_course_style(dpi: int = 80) -> None:
@@ -208,19 +210,6 @@ def curves(histories: Mapping[str, History] | History, keys: Sequence[str], per:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     return fig
-
-
-def source(*objects) -> "IPython.display.Code":  # noqa: F821
-    """Show the source of functions/classes from ``common`` in a notebook, highlighted.
-
-    Rule of the house: the notebook that introduces an idea shows its code, even when the code
-    lives in ``common/`` so that later notebooks can import it.
-    """
-    import inspect
-
-    from IPython.display import Code
-
-    return Code("\n\n".join(inspect.getsource(o) for o in objects), language="python")
 
 
 class _PlainLogLocator(LogLocator):

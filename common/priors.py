@@ -19,13 +19,12 @@ import math
 import torch
 from torch.distributions import Categorical, MixtureSameFamily, MultivariateNormal
 
-from .checkpoints import register
 from .layers import GenerativeModel
 from .vae import MLPVAE
 from .vqvae import VQVAE
 
 
-class _VQVAEPriorSampler(GenerativeModel):
+class LatentPriorSampler(GenerativeModel):
     """A prior over a VQ-VAE's continuous latents (``sample_latent``) + its quantizer and decoder."""
 
     vqvae: VQVAE
@@ -41,14 +40,31 @@ class _VQVAEPriorSampler(GenerativeModel):
         return self.vqvae.quantize_and_decode(self.sample_latent(n))
 
 
-@register
-class GMMPriorSampler(_VQVAEPriorSampler):
-    """z ~ GMM in PCA space -> back to z_e -> nearest codes -> VQ-VAE decoder."""
+def fit_pca_gmm(z_e_flat: torch.Tensor, n_pca: int, n_components: int, seed: int = 0) -> tuple[dict, float]:
+    """PCA to ``n_pca`` dimensions, then a full-covariance GMM there (scikit-learn), fitted to
+    flattened encoder outputs (N, D*h*w). Returns the fitted parameters as float32 tensors named
+    as :class:`GMMPriorSampler`'s buffers, and the share of variance the PCA keeps."""
+    from sklearn.decomposition import PCA
+    from sklearn.mixture import GaussianMixture
+
+    x = z_e_flat.detach().cpu().double().numpy()  # to the CPU first: MPS has no float64
+    pca = PCA(n_pca, random_state=seed).fit(x)
+    gmm = GaussianMixture(n_components, covariance_type="full", reg_covar=1e-4,
+                          random_state=seed).fit(pca.transform(x))   # y = (x - mean) @ components.T
+    scale_tril = torch.linalg.cholesky(torch.as_tensor(gmm.covariances_))   # L with L L^T = Sigma_k
+    fitted = {"pca_mean": pca.mean_, "pca_components": pca.components_, "weights": gmm.weights_,
+              "means": gmm.means_, "scale_tril": scale_tril}
+    return ({k: torch.as_tensor(v, dtype=torch.float32) for k, v in fitted.items()},
+            float(pca.explained_variance_ratio_.sum()))
+
+
+class GMMPriorSampler(LatentPriorSampler):
+    """y ~ GMM in PCA space -> z_e = y @ components + mean -> nearest codes -> VQ-VAE decoder."""
 
     def __init__(self, vqvae: dict, n_pca: int = 32, n_components: int = 16):
         super().__init__()
         self.vqvae = VQVAE(**vqvae)
-        f = math.prod(self.vqvae.latent_shape)
+        f = math.prod(self.vqvae.latent_shape)                               # D*h*w numbers per z_e
         self.register_buffer("pca_mean", torch.zeros(f))
         self.register_buffer("pca_components", torch.zeros(n_pca, f))        # rows: principal axes
         self.register_buffer("weights", torch.full((n_components,), 1.0 / n_components))
@@ -56,48 +72,30 @@ class GMMPriorSampler(_VQVAEPriorSampler):
         self.register_buffer("scale_tril", torch.eye(n_pca).repeat(n_components, 1, 1))  # Cholesky of covariances
 
     @classmethod
-    def fit(cls, vqvae: VQVAE, z_e_flat: torch.Tensor, n_pca: int = 32, n_components: int = 16,
-            seed: int = 0) -> "GMMPriorSampler":
-        """Fit PCA + a full-covariance GMM (scikit-learn) to flattened encoder outputs (N, D*h*w)."""
-        from sklearn.decomposition import PCA
-        from sklearn.mixture import GaussianMixture
-
-        x = z_e_flat.detach().cpu().double().numpy()  # to the CPU first: MPS has no float64
-        pca = PCA(n_pca, random_state=seed).fit(x)
-        gmm = GaussianMixture(n_components, covariance_type="full", reg_covar=1e-4,
-                              random_state=seed).fit(pca.transform(x))
+    def fit(cls, vqvae: VQVAE, z_e_flat: torch.Tensor, n_pca: int = 32, n_components: int = 16, seed: int = 0):
+        fitted, explained = fit_pca_gmm(z_e_flat, n_pca, n_components, seed)
         sampler = cls(vqvae.hparams, n_pca, n_components)
-        sampler.vqvae.load_state_dict(vqvae.state_dict())
-        as_t = lambda a: torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
-        sampler.pca_mean.copy_(as_t(pca.mean_))
-        sampler.pca_components.copy_(as_t(pca.components_))
-        sampler.weights.copy_(as_t(gmm.weights_))
-        sampler.means.copy_(as_t(gmm.means_))
-        sampler.scale_tril.copy_(as_t(torch.linalg.cholesky(torch.as_tensor(gmm.covariances_))))
-        sampler.explained_variance = float(pca.explained_variance_ratio_.sum())  # for reports only
+        sampler.vqvae.load_state_dict(vqvae.state_dict())                    # the VQ-VAE travels inside
+        for name, value in fitted.items():
+            getattr(sampler, name).copy_(value)
+        sampler.explained_variance = explained                                # for reports only
         return sampler.to(next(vqvae.parameters()).device)
-
-    def project(self, z_e_flat: torch.Tensor) -> torch.Tensor:
-        """Flattened z_e -> PCA coordinates (N, n_pca)."""
-        return (z_e_flat - self.pca_mean) @ self.pca_components.t()
 
     def mixture(self) -> MixtureSameFamily:
         return MixtureSameFamily(Categorical(probs=self.weights),
                                  MultivariateNormal(self.means, scale_tril=self.scale_tril))
 
     def log_prob(self, z_e_flat: torch.Tensor) -> torch.Tensor:
-        """Log density of the GMM at the PCA coordinates of each flattened z_e (N,)."""
-        return self.mixture().log_prob(self.project(z_e_flat))
+        """Log density of the GMM at the PCA coordinates y of each flattened z_e (N,)."""
+        return self.mixture().log_prob((z_e_flat - self.pca_mean) @ self.pca_components.t())
 
     @torch.no_grad()
     def sample_latent(self, n: int) -> torch.Tensor:
-        """n continuous latents z_e shaped (n, D, h, w), before quantization."""
-        y = self.mixture().sample((n,))
-        return (y @ self.pca_components + self.pca_mean).view(n, *self.vqvae.latent_shape)
+        y = self.mixture().sample((n,))                                       # (n, n_pca)
+        return (y @ self.pca_components + self.pca_mean).view(n, *self.vqvae.latent_shape)  # z_e (n, D, h, w)
 
 
-@register
-class VAEPriorSampler(_VQVAEPriorSampler):
+class VAEPriorSampler(LatentPriorSampler):
     """z ~ N(0, I) -> latent VAE's decoder -> un-standardize to z_e -> nearest codes -> decoder."""
 
     def __init__(self, vqvae: dict, vae: dict):

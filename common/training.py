@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
 from collections.abc import Iterator
 from typing import Callable, Iterable, Mapping
 
 import torch
 
-from .layers import check_count, eval_mode
-from .runtime import progress
+from .layers import eval_mode
+from .machinery import checkpoints
+from .machinery.checks import check_batch, check_count
+from .machinery.history import History, Pending
+from .machinery.runtime import progress
 
 Step = Callable[[torch.Tensor, torch.Tensor], Mapping[str, "torch.Tensor | float"]]
 EpochCallback = Callable[[int, "History"], "Mapping[str, float] | None"]
@@ -54,55 +56,6 @@ def require_finite(loss: torch.Tensor, name: str = "loss") -> None:
         raise NonFiniteLossError(f"loss {name!r} became {value}", loss=name, update_skipped=True, value=value)
 
 
-@dataclass
-class History:
-    """What a run recorded: ``steps[name]`` per batch, and one record per epoch in ``epochs``.
-
-    Each epoch record is a dict: ``{"epoch": 3, "loss": ..., "images_per_s": ..., "test_loss": ...}``
-    holds the mean of each step loss over the batches that reported it, the throughput, and
-    whatever the epoch callbacks returned. A metric measured only every k epochs (FID) is simply
-    absent from the other records; :meth:`series` returns the epochs it has. ``snapshots`` keeps
-    small uint8 image batches a callback stored (e.g. samples of fixed noise), keyed by epoch.
-    """
-
-    steps: dict[str, list[float]] = field(default_factory=dict)
-    epochs: list[dict[str, float]] = field(default_factory=list)
-    snapshots: dict[int, torch.Tensor] = field(default_factory=dict)
-    seconds: float = 0.0
-    images_seen: int = 0
-    interrupted: bool = False
-
-    @property
-    def n_epochs(self) -> int:
-        return len(self.epochs)
-
-    def series(self, key: str) -> tuple[list[int], list[float]]:
-        """(epochs, values) of ``key`` over the epochs that recorded it."""
-        pairs = [(r["epoch"], r[key]) for r in self.epochs if key in r]
-        return [int(e) for e, _ in pairs], [v for _, v in pairs]
-
-    def summary(self) -> str:
-        last = ", ".join(f"{k} {v:.4g}" for k, v in (self.epochs[-1] if self.epochs else {}).items()
-                         if k not in ("epoch", "images_per_s"))
-        rate = self.images_seen / self.seconds if self.seconds else float("nan")
-        state = " (interrupted)" if self.interrupted else ""
-        return (f"{self.n_epochs} epochs, {self.images_seen:,} images in {self.seconds:.1f} s "
-                f"({rate:,.0f} images/s){state}; last epoch: {last}")
-
-    def state_dict(self) -> dict:
-        """Plain containers only, so a checkpoint can hold it and load with weights_only=True."""
-        return {"steps": self.steps, "epochs": self.epochs,
-                "snapshots": {str(k): v.cpu() for k, v in self.snapshots.items()},
-                "seconds": self.seconds, "images_seen": self.images_seen,
-                "interrupted": self.interrupted}
-
-    @classmethod
-    def from_state_dict(cls, state: Mapping) -> "History":
-        state = dict(state)
-        state["snapshots"] = {int(k): v for k, v in state.get("snapshots", {}).items()}
-        return cls(**state)
-
-
 _NAN_FIXES = ("Usual fixes: lower the learning rate, check inputs are in [0, 1] and finite, clamp "
               "log-variances.")
 
@@ -111,37 +64,13 @@ def _scalar(v: "torch.Tensor | float") -> float:
     return float(v.detach()) if torch.is_tensor(v) else float(v)
 
 
-class _Pending:
-    """Step losses waiting to be read back to the host, where they stay (on a GPU) until
-    :meth:`flush` reads all of them in one transfer: reading each value as it arrives would make
-    the host wait for the device on every step."""
-
-    def __init__(self):
-        self.items: list[tuple[int, str, "torch.Tensor | float"]] = []   # (step number, name, value)
-
-    def add(self, n_step: int, losses: Mapping[str, "torch.Tensor | float"]) -> None:
-        for k, v in losses.items():
-            if torch.is_tensor(v):
-                if v.numel() != 1:
-                    raise ValueError(f"the step returned {k!r} with shape {tuple(v.shape)}; a step returns "
-                                     "one number per loss (use .mean() or .sum())")
-                v = v.detach().reshape(())
-            self.items.append((n_step, k, v))
-
-    def flush(self) -> list[tuple[int, str, float]]:
-        """All pending values as floats, in the order they came; one transfer per device."""
-        values: list = [v for _, _, v in self.items]
-        by_device: dict[torch.device, list[int]] = {}
-        for i, v in enumerate(values):
-            if torch.is_tensor(v):
-                by_device.setdefault(v.device, []).append(i)
-        for idx in by_device.values():
-            host = torch.stack([values[i].to(torch.float64) for i in idx]).tolist()
-            for i, x in zip(idx, host):
-                values[i] = x
-        out = [(n, k, float(x)) for (n, k, _), x in zip(self.items, values)]
-        self.items = []
-        return out
+def update(optimizer: torch.optim.Optimizer, loss: torch.Tensor, name: str = "loss") -> None:
+    """One optimizer update on ``loss``: zero the gradients, backward, refuse a NaN or infinite loss
+    before it reaches the weights (:func:`require_finite`), step."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    require_finite(loss, name)
+    optimizer.step()
 
 
 def minimize(loss_fn: Callable[[torch.Tensor, torch.Tensor], Mapping[str, torch.Tensor]],
@@ -150,117 +79,124 @@ def minimize(loss_fn: Callable[[torch.Tensor, torch.Tensor], Mapping[str, torch.
 
     def step(x: torch.Tensor, y: torch.Tensor) -> Mapping[str, torch.Tensor]:
         losses = loss_fn(x, y)
-        optimizer.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        require_finite(losses["loss"])
-        optimizer.step()
+        update(optimizer, losses["loss"])
         return losses
 
     return step
 
 
-def train(step: Step, batches: Iterable, epochs: int, *,
+def train(step: Step, batches: Iterable, epochs: int, *, check: torch.nn.Module | None = None,
           callbacks: Iterable[EpochCallback] = (), history: History | None = None,
           desc: str = "training", postfix_every: int = 25) -> History:
     """Run ``step`` on every batch for ``epochs`` epochs and return the :class:`History`.
 
+    - ``check``: the model the batches feed; the first batch is checked against what it takes
+      (shape, dtype, value range: :func:`~common.machinery.checks.check_batch`), once per run.
     - ``callbacks`` run after each epoch as ``cb(epoch, history)`` (epochs count from 1); a dict
       they return is added to that epoch's record. Their time is not counted in images/s.
     - Pass an existing ``history`` to continue a run; epochs then count on from where it stopped.
-    - A NaN or infinite loss stops training with :class:`NonFiniteLossError`, naming the loss,
-      epoch and step, and saying whether the bad loss reached the parameters (it does not when the
-      step guards its updates with :func:`require_finite`, as every step of the course does).
-      Ctrl-C (KeyboardInterrupt) stops cleanly: the model keeps the weights it has, and the
-      history is returned with ``interrupted=True``.
-    - Step losses stay on the device and are read back every ``postfix_every`` steps in one
-      transfer (and at the end of each epoch): a loop that reads every loss on every step makes
-      the host wait for a GPU that many times. ``history.steps`` still gets one value per step.
-    - ``batches`` must be re-iterable (``data.batches(...)``, a list) and non-empty: an empty
-      dataset, a one-shot iterator reused for a second epoch, or ``epochs < 1`` is an error.
+    - A NaN or infinite loss stops training with :class:`NonFiniteLossError`; Ctrl-C stops cleanly
+      (the model keeps its weights, the history is returned with ``interrupted=True``).
+    - Step losses stay on the device and are read back every ``postfix_every`` steps in one transfer.
     """
-    epochs = check_count(epochs, "epochs")
+    _check_batches(batches, check_count(epochs, "epochs"))
+    history = history if history is not None else History()
+    per_epoch = len(batches) if hasattr(batches, "__len__") else None
+    run = _Run(history, progress(total=per_epoch * epochs if per_epoch else None, desc=desc, unit="batch"),
+               postfix_every)
+    try:
+        for epoch in range(history.n_epochs + 1, history.n_epochs + 1 + epochs):
+            run.epoch(step, batches, epoch, check)
+            for cb in callbacks:
+                history.epochs[-1].update({k: float(v) for k, v in (cb(epoch, history) or {}).items()})
+    except KeyboardInterrupt:
+        run.interrupted()
+    finally:
+        run.bar.close()
+    return history
+
+
+def _check_batches(batches: Iterable, epochs: int) -> None:
     if epochs > 1 and isinstance(batches, Iterator):
         raise TypeError(f"batches is a one-shot iterator ({type(batches).__name__}), which is empty after the "
                         f"first of {epochs} epochs; pass something that can be iterated again, such as "
                         "data.batches(batch_size) or a list of batches")
     if hasattr(batches, "__len__") and len(batches) == 0:
         raise ValueError("batches is empty (a dataset with no images, or limit/subset 0?): nothing to train on")
-    history = history if history is not None else History()
-    first = history.n_epochs + 1
-    per_epoch = len(batches) if hasattr(batches, "__len__") else None
-    bar = progress(total=per_epoch * epochs if per_epoch else None, desc=desc, unit="batch")
-    epoch, n_step = first, 0
-    pending = _Pending()
-    sums: dict[str, float] = {}
-    counts: dict[str, int] = {}  # a loss reported on some batches only is averaged over those
 
-    def record_pending() -> None:
+
+class _Run:
+    """The bookkeeping of one :func:`train` call: step counts, pending losses, epoch means."""
+
+    def __init__(self, history: History, bar, postfix_every: int):
+        self.history, self.bar, self.postfix_every = history, bar, postfix_every
+        self.pending, self.n_step, self.current = Pending(), 0, history.n_epochs + 1
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}   # a loss reported on some batches only is averaged over those
+
+    def epoch(self, step: Step, batches: Iterable, epoch: int, check: torch.nn.Module | None) -> None:
+        self.current, n_images, start = epoch, 0, time.perf_counter()
+        self.sums.clear()
+        self.counts.clear()
+        for x, y in batches:
+            if check is not None and self.n_step == 0:
+                check_batch(x, check)                     # the door: once per run
+            self.n_step += 1
+            self.pending.add(self.n_step, self.call(step, x, y))
+            n_images += x.shape[0]
+            self.bar.update()
+            if self.n_step % self.postfix_every == 0:
+                self.record()
+        self.record()
+        if n_images == 0:
+            raise ValueError(f"batches yielded nothing in epoch {epoch}: an empty dataset, or an "
+                             "iterator that was already used up; pass data.batches(batch_size)")
+        busy = time.perf_counter() - start
+        self.history.epochs.append({"epoch": epoch, **{k: v / self.counts[k] for k, v in self.sums.items()},
+                                    "images_per_s": n_images / busy if busy > 0 else float("nan")})
+        self.history.seconds += busy
+        self.history.images_seen += n_images
+
+    def call(self, step: Step, x: torch.Tensor, y: torch.Tensor) -> Mapping:
+        try:
+            return step(x, y)
+        except NonFiniteLossError as err:
+            self.record()  # what the steps before this one reported
+            raise NonFiniteLossError(
+                f"Loss {err.loss!r} became {err.value} at epoch {self.current}, step {self.n_step}. "
+                "Training stopped before the optimizer update that would have used it, so no "
+                "parameter was updated with it (updates earlier in the step, such as D's before "
+                "G's, did run, and so did this step's batch-norm statistics); `err.history` "
+                f"holds what was recorded. {_NAN_FIXES}", self.history, err.loss, True, err.value) from None
+
+    def record(self) -> None:
         """Read the pending losses back (one transfer), check them, and add them to the history."""
         latest: dict[str, float] = {}
-        values = pending.flush()
+        values = self.pending.flush()
         bad = next(((n, k, v) for n, k, v in values if not math.isfinite(v)), None)
         for n, k, v in values:
             if bad is not None and n >= bad[0]:   # keep the steps before the bad one, whole
-                n, k, v = bad
                 raise NonFiniteLossError(
-                    f"{k!r} became {v} at epoch {epoch}, step {n}. Training stopped, but after the step "
-                    "had run: unless the step guards its optimizer updates with "
+                    f"{bad[1]!r} became {bad[2]} at epoch {self.current}, step {bad[0]}. Training stopped, but "
+                    "after the step had run: unless the step guards its optimizer updates with "
                     "training.require_finite(loss), the model may now hold non-finite weights (retrain or "
                     f"reload them); `err.history` holds what was recorded. {_NAN_FIXES}",
-                    history, k, False, v)
-            history.steps.setdefault(k, []).append(v)
-            sums[k] = sums.get(k, 0.0) + v
-            counts[k] = counts.get(k, 0) + 1
+                    self.history, bad[1], False, bad[2])
+            self.history.steps.setdefault(k, []).append(v)
+            self.sums[k] = self.sums.get(k, 0.0) + v
+            self.counts[k] = self.counts.get(k, 0) + 1
             latest[k] = v
         if latest:
-            bar.set_postfix({k: f"{v:.3g}" for k, v in latest.items()}, refresh=False)
+            self.bar.set_postfix({k: f"{v:.3g}" for k, v in latest.items()}, refresh=False)
 
-    try:
-        for epoch in range(first, first + epochs):
-            sums.clear()
-            counts.clear()
-            n_images = 0
-            start = time.perf_counter()
-            for x, y in batches:
-                n_step += 1
-                try:
-                    losses = step(x, y)
-                except NonFiniteLossError as err:
-                    record_pending()  # what the steps before this one reported
-                    raise NonFiniteLossError(
-                        f"Loss {err.loss!r} became {err.value} at epoch {epoch}, step {n_step}. "
-                        "Training stopped before the optimizer update that would have used it, so no "
-                        "parameter was updated with it (updates earlier in the step, such as D's before "
-                        "G's, did run, and so did this step's batch-norm statistics); `err.history` "
-                        f"holds what was recorded. {_NAN_FIXES}", history, err.loss, True, err.value) from None
-                pending.add(n_step, losses)
-                n_images += x.shape[0]
-                bar.update()
-                if n_step % postfix_every == 0:
-                    record_pending()
-            record_pending()
-            if n_images == 0:
-                raise ValueError(f"batches yielded nothing in epoch {epoch}: an empty dataset, or an "
-                                 "iterator that was already used up; pass data.batches(batch_size)")
-            busy = time.perf_counter() - start
-            record = {"epoch": epoch, **{k: v / counts[k] for k, v in sums.items()},
-                      "images_per_s": n_images / busy if busy > 0 else float("nan")}
-            history.epochs.append(record)
-            history.seconds += busy
-            history.images_seen += n_images
-            for cb in callbacks:
-                record.update({k: float(v) for k, v in (cb(epoch, history) or {}).items()})
-    except KeyboardInterrupt:
-        history.interrupted = True
+    def interrupted(self) -> None:
+        self.history.interrupted = True
         try:
-            record_pending()  # the steps that finished before the interrupt
+            self.record()  # the steps that finished before the interrupt
         except NonFiniteLossError:
             pass
-        print(f"Interrupted during epoch {epoch}: the model keeps its current weights and "
-              f"`history` holds {history.n_epochs} complete epochs.")
-    finally:
-        bar.close()
-    return history
+        print(f"Interrupted during epoch {self.current}: the model keeps its current weights and "
+              f"`history` holds {self.history.n_epochs} complete epochs.")
 
 
 @torch.no_grad()
@@ -301,8 +237,6 @@ def fit_or_load(name: str, model: torch.nn.Module, config: Mapping, run: Callabl
     the run that trained it. Either way the model comes back in eval mode (batch norm uses its
     running statistics), as a loaded checkpoint does.
     """
-    from . import checkpoints  # local import: checkpoints does not need the training loop
-
     config = checkpoints.config_dict(config)        # refuses what a checkpoint cannot store, now
     payload = checkpoints.read_or_set_aside(name)   # None if absent or unreadable (then kept aside)
     if reuse and payload is not None and not checkpoints.config_differences(payload["config"], config):

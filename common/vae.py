@@ -1,7 +1,8 @@
 """Variational autoencoders: the ELBO's pieces and two architectures.
 
-Introduced (and narrated) in notebooks/01_vae.ipynb; reused by notebook 02 (a VAE prior over a
-VQ-VAE's latents) and notebook 05 (measured by FID). Both architectures take ``image_shape``.
+Introduced (and written, cell by cell) in notebooks/01_vae.ipynb; reused by notebook 02 (a VAE
+prior over a VQ-VAE's latents) and notebook 05 (measured by FID). Both architectures take
+``image_shape``.
 
 For an image x with latent z, encoder q(z|x) = N(mu, diag(exp(logvar))), prior p(z) = N(0, I) and
 decoder p(x|z), the evidence lower bound is
@@ -10,6 +11,11 @@ decoder p(x|z), the evidence lower bound is
 
 and training minimises -ELBO = recon + KL, both summed over pixels / latent dimensions, so the
 loss is in nats per image. ``beta`` scales the KL term (beta = 1 is the ELBO).
+
+``likelihood`` is "bernoulli" (the decoder outputs logits, recon = BCE) or "gaussian" (decoder
+mean = sigmoid(output), recon = squared error / 2 sigma2 with a fixed ``sigma2``). With
+``bounded=False`` (gaussian only) the decoder mean is the raw output, for data that are not in
+[0, 1], such as the standardized VQ-VAE latents of notebook 02.
 """
 from __future__ import annotations
 
@@ -19,11 +25,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoints import register
-from .layers import GenerativeModel, check_input, mlp_trunk, resolution_stages
-from .training import minimize
+from .layers import GenerativeModel, mlp_trunk, resolution_stages
+from .training import require_finite
 
 LIKELIHOODS = ("bernoulli", "gaussian")
+
+
+def check_likelihood(likelihood: str, sigma2: float | None, bounded: bool) -> None:
+    """The VAE constructor's argument check: a clear error for a combination it cannot train."""
+    if likelihood not in LIKELIHOODS:
+        raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
+    if likelihood == "gaussian" and not (sigma2 and sigma2 > 0):
+        raise ValueError("a gaussian likelihood needs sigma2 > 0 (e.g. the data's pixel "
+                         "variance, or the MSE of a trained model)")
+    if not bounded and likelihood != "gaussian":
+        raise ValueError("bounded=False (unbounded decoder mean) needs likelihood='gaussian'")
 
 
 def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -43,9 +59,8 @@ def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 def bernoulli_nll(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """-log p(x|z) for independent Bernoulli pixels with mean sigmoid(logits), per image (B,).
 
-    This is binary cross-entropy summed over pixels. With grey levels in [0, 1] as targets (the
-    convention of the PyTorch example and most papers' Fashion-MNIST numbers) it is not a
-    normalised likelihood of grey images: compare such numbers only with each other.
+    Binary cross-entropy summed over pixels. With grey levels in [0, 1] as targets it is not a
+    normalised likelihood: compare such numbers only with each other.
     """
     return F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
 
@@ -53,73 +68,47 @@ def bernoulli_nll(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 def gaussian_nll(x_mean: torch.Tensor, x: torch.Tensor, sigma2: float) -> torch.Tensor:
     """-log N(x; x_mean, sigma2 * I) per image (B,): squared error / (2 sigma2) + normaliser."""
     sq = (x - x_mean).pow(2).flatten(1).sum(1)
-    d = x[0].numel()
+    d = x[0].numel()                                           # pixels per image, e.g. 784
     return 0.5 * sq / sigma2 + 0.5 * d * math.log(2 * math.pi * sigma2)
 
 
 class VAE(GenerativeModel):
-    """Shared logic of the VAEs. Subclasses build ``encoder`` (x -> 2*latent) and ``decoder``
-    (z -> logits shaped like x).
-
-    ``likelihood`` is "bernoulli" (decoder outputs logits, recon = BCE) or "gaussian" (decoder
-    mean = sigmoid(output), recon = squared error / 2 sigma2 with a fixed ``sigma2``). With
-    ``bounded=False`` (gaussian only) the decoder mean is the raw output, for data that are not
-    in [0, 1], such as the standardized VQ-VAE latents of notebook 02.
-    """
+    """The ELBO of any VAE: a subclass builds ``encoder`` (x -> mu, logvar) and ``decoder`` (z -> x)."""
 
     def __init__(self, latent_dim: int, likelihood: str = "bernoulli", sigma2: float | None = None,
                  bounded: bool = True):
         super().__init__()
-        if likelihood not in LIKELIHOODS:
-            raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
-        if likelihood == "gaussian" and not (sigma2 and sigma2 > 0):
-            raise ValueError("a gaussian likelihood needs sigma2 > 0 (e.g. the data's pixel "
-                             "variance, or the MSE of a trained model)")
-        if not bounded and likelihood != "gaussian":
-            raise ValueError("bounded=False (unbounded decoder mean) needs likelihood='gaussian'")
+        check_likelihood(likelihood, sigma2, bounded)
         self.latent_dim, self.likelihood, self.sigma2, self.bounded = latent_dim, likelihood, sigma2, bounded
+        self.mean = nn.Sigmoid() if bounded else nn.Identity()        # decoder output -> E[x | z]
+        self.input_range = (0.0, 1.0) if bounded else (None, None)     # what check_batch expects
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """q(z|x) as (mu, logvar), each (B, latent_dim). ``x`` must be shaped (B, *image_shape),
-        in [0, 1] unless the decoder is unbounded."""
-        check_input(x, self.image_shape, *((0, 1) if self.bounded else (None, None)), type(self).__name__, self)
-        mu, logvar = self.encoder(x).chunk(2, dim=1)
+        mu, logvar = self.encoder(x).chunk(2, dim=1)                   # each (B, latent_dim)
         return mu, logvar.clamp(-15, 15)  # keeps exp(logvar) finite early in training
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """The decoder's mean for each z: an image in [0, 1] (or any value if not ``bounded``)."""
-        return self._mean(self.decoder(z))
-
-    def _mean(self, out: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(out) if self.bounded else out
+        return self.mean(self.decoder(z))                              # (B, *image_shape)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(decoder output for a sampled z, mu, logvar)."""
         mu, logvar = self.encode(x)
-        return self.decoder(reparameterize(mu, logvar)), mu, logvar
-
-    def recon_nll(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        if self.likelihood == "bernoulli":
-            return bernoulli_nll(out, x)
-        return gaussian_nll(self._mean(out), x, self.sigma2)
+        return self.decoder(reparameterize(mu, logvar)), mu, logvar   # decoder output for one z ~ q(z|x)
 
     def loss(self, x: torch.Tensor, beta: float = 1.0) -> dict[str, torch.Tensor]:
-        """Batch means of recon = -log p(x|z), kl, and loss = recon + beta * kl (nats/image)."""
         out, mu, logvar = self(x)
-        recon = self.recon_nll(out, x).mean()
+        recon = (bernoulli_nll(out, x) if self.likelihood == "bernoulli"       # Bernoulli: out are logits
+                 else gaussian_nll(self.mean(out), x, self.sigma2)).mean()     # -log p(x|z), batch mean
         kl = gaussian_kl(mu, logvar).mean()
-        return {"loss": recon + beta * kl, "recon": recon, "kl": kl}
+        return {"loss": recon + beta * kl, "recon": recon, "kl": kl}          # nats per image
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """Decode the posterior mean: the model's 'best guess' reconstruction, in [0, 1]."""
-        return self.decode(self.encode(x)[0])
+        return self.decode(self.encode(x)[0])                          # decode the posterior mean
 
     def _sample(self, n: int, labels=None) -> torch.Tensor:
-        return self.decode(torch.randn(n, self.latent_dim, device=self.device))
+        return self.decode(torch.randn(n, self.latent_dim, device=self.device))   # z ~ p(z) = N(0, I)
 
 
-@register
 class MLPVAE(VAE):
     """(C*H*W)-hidden-latent VAE with one hidden layer each way (PyTorch example: 784-400-20)."""
 
@@ -127,18 +116,16 @@ class MLPVAE(VAE):
                  likelihood: str = "bernoulli", sigma2: float | None = None, bounded: bool = True):
         super().__init__(latent_dim, likelihood, sigma2, bounded)
         self.image_shape = tuple(image_shape)
-        d = math.prod(image_shape)
+        d = math.prod(image_shape)                                     # 784 for 1x28x28
         self.trunk = mlp_trunk(d, hidden)  # same layers as MLPClassifier.trunk
         self.encoder = nn.Sequential(self.trunk, nn.Linear(hidden, 2 * latent_dim))
         self.decoder = nn.Sequential(nn.Linear(latent_dim, hidden), nn.ReLU(),
                                      nn.Linear(hidden, d), nn.Unflatten(1, self.image_shape))
 
 
-@register
 class ConvVAE(VAE):
-    """Stride-2 convolutions down to the coarsest grid (28 -> 14 -> 7, or 64 -> 32 -> 16 -> 8 -> 4),
-    ``channels`` at the first and doubling at each halving; a dense layer of ``hidden`` units on
-    each side of the latent; transposed convolutions back up; LeakyReLU(0.2)."""
+    """Stride-2 convolutions down to the coarsest grid, a dense layer of ``hidden`` units on each
+    side of the latent, transposed convolutions back up; LeakyReLU(0.2)."""
 
     def __init__(self, image_shape: tuple, latent_dim: int = 20, channels: int = 32, hidden: int = 256,
                  likelihood: str = "bernoulli", sigma2: float | None = None):
@@ -160,6 +147,15 @@ class ConvVAE(VAE):
         self.decoder = nn.Sequential(*up, nn.ConvTranspose2d(widths[0], c_img, 4, stride=2, padding=1))  # logits
 
 
-def train_step(model: VAE, optimizer: torch.optim.Optimizer, beta: float = 1.0):
-    """The step :func:`common.training.train` calls per batch: minimise recon + beta * KL."""
-    return minimize(lambda x, y: model.loss(x, beta), optimizer)
+def vae_step(model: VAE, optimizer: torch.optim.Optimizer, beta: float = 1.0):
+    """The step :func:`common.training.train` calls per batch: one update on recon + beta * KL."""
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        losses = model.loss(x, beta)                 # y, the class labels, is unused: a VAE is unsupervised
+        optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        require_finite(losses["loss"])               # a NaN loss stops the run before it reaches the weights
+        optimizer.step()
+        return losses
+
+    return step

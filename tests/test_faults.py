@@ -1,6 +1,5 @@
 """Bad input and faults: each mistake a careful user can make gets a clear error, nothing is lost,
 nothing is silently wrong. One test per guard; each test's name says what it guards."""
-import copy
 import gzip
 import io
 import os
@@ -15,7 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from common import checkpoints, data, features, fid, gan, runtime, sources, training, vae, vqvae
+from common import cgan, dcgan, fid, training, vae, vqvae
+from common.machinery import checkpoints, checks, data, features, fid_stats, sources, storage
 from common.classifiers import ConvClassifier, MLPClassifier
 
 
@@ -69,13 +69,13 @@ def test_a_nan_loss_stops_before_the_update_so_the_model_keeps_its_last_finite_w
 @pytest.mark.parametrize("which", ["dcgan_G", "wgan_D"])
 def test_the_gan_steps_skip_the_update_whose_loss_is_nan(which):
     torch.manual_seed(0)
-    G = gan.ConditionalGenerator((1, 28, 28), 10, z_dim=8, channels=4)
-    D = gan.ConditionalDiscriminator((1, 28, 28), 10, channels=4, batch_norm=which != "wgan_D")
+    G = cgan.ConditionalGenerator((1, 28, 28), 10, z_dim=8, channels=4)
+    D = cgan.ConditionalDiscriminator((1, 28, 28), 10, channels=4, batch_norm=which != "wgan_D")
     opt_G, opt_D = torch.optim.Adam(G.parameters()), torch.optim.Adam(D.parameters())
     if which == "dcgan_G":
-        step = gan.dcgan_step(G, D, opt_G, opt_D, g_loss=lambda logits: gan.g_loss_nonsaturating(logits) * float("nan"))
+        step = cgan.cdcgan_step(G, D, opt_G, opt_D, g_loss=lambda logits: dcgan.g_loss_nonsaturating(logits) * float("nan"))
     else:
-        step = gan.wgan_gp_step(G, D, opt_G, opt_D, gp_lambda=float("nan"))
+        step = cgan.wgan_gp_step(G, D, opt_G, opt_D, gp_lambda=float("nan"))
     g0, d0 = weights(G), weights(D)
     with pytest.raises(training.NonFiniteLossError, match="loss_G" if which == "dcgan_G" else "loss_D"):
         training.train(step, toy().batches(16), 1)
@@ -89,25 +89,30 @@ def test_the_gan_steps_skip_the_update_whose_loss_is_nan(which):
 
 
 class NaNOnCall(torch.nn.Module):
-    """A critic that answers NaN on its k-th call (in a WGAN-GP step with n_critic = 1 the calls are
-    D(real), D(fake), D(x_hat), then D(fake) for G's loss)."""
+    """A critic that answers NaN on its k-th score (in a WGAN-GP step with n_critic = 1 the scores
+    are of the real batch, the fake batch, x_hat, then the fake batch for G's loss)."""
 
     def __init__(self, critic, k):
         super().__init__()
         self.critic, self.k, self.calls = critic, k, 0
-        self.first = critic.first
+
+    def features(self, x):
+        return self.critic.features(x)
+
+    def score(self, h, labels):
+        self.calls += 1
+        out = self.critic.score(h, labels)
+        return out * float("nan") if self.calls == self.k else out
 
     def forward(self, x, labels):
-        self.calls += 1
-        out = self.critic(x, labels)
-        return out * float("nan") if self.calls == self.k else out
+        return self.score(self.features(x), labels)
 
 
 def test_the_wgan_gp_step_skips_the_generator_update_whose_loss_is_nan():
     torch.manual_seed(0)
-    G = gan.ConditionalGenerator((1, 28, 28), 10, z_dim=8, channels=4)
-    D = gan.ConditionalDiscriminator((1, 28, 28), 10, channels=4, batch_norm=False)
-    step = gan.wgan_gp_step(G, NaNOnCall(D, 4), torch.optim.Adam(G.parameters()), torch.optim.Adam(D.parameters()),
+    G = cgan.ConditionalGenerator((1, 28, 28), 10, z_dim=8, channels=4)
+    D = cgan.ConditionalDiscriminator((1, 28, 28), 10, channels=4, batch_norm=False)
+    step = cgan.wgan_gp_step(G, NaNOnCall(D, 4), torch.optim.Adam(G.parameters()), torch.optim.Adam(D.parameters()),
                             n_critic=1)
     g0, d0 = weights(G), weights(D)
     with pytest.raises(training.NonFiniteLossError, match="'loss_G' became nan at epoch 1, step 1"):
@@ -287,7 +292,7 @@ def test_an_exception_during_a_save_removes_the_temporary_and_keeps_the_old_file
 
 def test_temporaries_of_killed_processes_are_cleaned_up_and_live_ones_kept(ckdir):
     ckdir.mkdir(parents=True)
-    host = runtime._HOST
+    host = storage._HOST
     dead = ckdir / f".model.pt.{host}-999999999.abc123.tmp"        # no such process here
     alive = ckdir / f".model.pt.{host}-{os.getppid()}.def456.tmp"  # our parent: running
     other_host = ckdir / ".model.pt.elsewhere-999999999.abc.tmp"  # a shared folder: not ours to judge
@@ -439,7 +444,7 @@ def test_svhn_labels_out_of_range_and_unreadable_mat_files_are_named(tmp_path):
 
 
 def test_any_source_with_labels_outside_its_classes_is_refused(tmp_path):
-    from common import dsprites
+    from common.machinery import dsprites
     n = 20
     classes = np.zeros((n, 6), dtype=np.int64)
     classes[:, 1] = 5                                      # shape 5: dSprites has three shapes
@@ -523,8 +528,8 @@ def test_every_offline_hint_names_the_exact_folder_the_loader_reads(tmp_path, mo
 # =========================================================================== models
 
 
-G = gan.DCGANGenerator((1, 28, 28), z_dim=8, channels=4)
-CG = gan.ConditionalGenerator((1, 28, 28), 10, z_dim=8, channels=4)
+G = dcgan.DCGANGenerator((1, 28, 28), z_dim=8, channels=4)
+CG = cgan.ConditionalGenerator((1, 28, 28), 10, z_dim=8, channels=4)
 
 
 @pytest.mark.parametrize("n, error", [(0, ValueError), (-1, ValueError), (2.5, TypeError), (True, TypeError), ("3", TypeError)])
@@ -569,26 +574,22 @@ MODELS = {  # name -> (model, the input range it takes)
     "MLPVAE": (vae.MLPVAE((1, 28, 28), latent_dim=2, hidden=8), (0, 1)),
     "ConvVAE": (vae.ConvVAE((1, 28, 28), latent_dim=2, channels=4, hidden=8), (0, 1)),
     "VQVAE": (vqvae.VQVAE((1, 28, 28), num_codes=8, code_dim=4, channels=4), (0, 1)),
-    "DCGANDiscriminator": (gan.DCGANDiscriminator((1, 28, 28), channels=4), (-1, 1)),
-    "ConditionalDiscriminator": (gan.ConditionalDiscriminator((1, 28, 28), 10, channels=4), (-1, 1)),
+    "DCGANDiscriminator": (dcgan.DCGANDiscriminator((1, 28, 28), channels=4), (-1, 1)),
+    "ConditionalDiscriminator": (cgan.ConditionalDiscriminator((1, 28, 28), 10, channels=4), (-1, 1)),
     "MLPClassifier": (MLPClassifier((1, 28, 28), 10, hidden=8), (0, 1)),
     "ConvClassifier": (ConvClassifier((1, 28, 28), 10, width=4), (0, 1)),
 }
 
 
 def call(name, model, x):
-    y = torch.zeros(len(x), dtype=torch.long)
-    if name in ("MLPVAE", "ConvVAE", "VQVAE"):
-        return model.loss(x)
-    return model(x, y) if "Discriminator" in name else model(x)
+    """The door every batch for ``model`` passes: the training loop's first batch runs it."""
+    checks.check_batch(x, model)
 
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_encoders_discriminators_and_losses_check_shape_and_range(name):
-    """In eval mode every call is checked (in training mode only the first batch is; see
-    test_the_value_range_is_checked_on_the_first_training_batch)."""
+    """The door check names the model, the shape, the range with its usual fix, the dtype and NaN."""
     model, (low, high) = MODELS[name]
-    model.eval()
     ok = torch.rand(4, 1, 28, 28) * (high - low) + low
     call(name, model, ok)
     with pytest.raises(ValueError, match=rf"{name} expects a batch shaped \(B, 1, 28, 28\), got \(4, 1, 32, 32\)"):
@@ -611,28 +612,31 @@ def test_encoders_discriminators_and_losses_check_shape_and_range(name):
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_the_value_range_is_checked_on_the_first_training_batch(name):
-    """A range check makes the host wait for a GPU, so a model in training mode checks the value
-    range of the first batch it is trained on only; shape and dtype are checked on every call."""
+    """A range check makes the host wait for a GPU, so the training loop checks the first batch of
+    a run only (``train(..., check=model)``), before any step runs; the models keep no state for it."""
     model, (low, high) = MODELS[name]
-    model = copy.deepcopy(model).train()
-    model.__dict__.pop("_range_checked", None)
-    with pytest.raises(ValueError, match=rf"expects values in \[{low}, 1\]"):
-        call(name, model, torch.rand(4, 1, 28, 28) * 255)              # a bad first batch is refused
-    call(name, model, torch.rand(4, 1, 28, 28) * (high - low) + low)
-    call(name, model, torch.rand(4, 1, 28, 28) * (high - low) + low + 0.5)  # later ones: not checked
+    state = dict(vars(model))
+    ran = []
+    step = lambda x, y: ran.append(len(x)) or {"loss": 0.0}  # noqa: E731
+    y = torch.zeros(4, dtype=torch.long)
+    good = (torch.rand(4, 1, 28, 28) * (high - low) + low, y)
+    with pytest.raises(ValueError, match=rf"{name} expects values in \[{low}, 1\]"):
+        training.train(step, [(good[0] * 255, y), good], 1, check=model)   # a bad first batch is refused
+    assert ran == []                                                     # before any step ran
     with pytest.raises(TypeError, match="expects float images"):
-        call(name, model, torch.zeros(4, 1, 28, 28, dtype=torch.uint8))
-    model.eval()
-    with pytest.raises(ValueError, match=rf"expects values in \[{low}, 1\]"):
-        call(name, model, torch.rand(4, 1, 28, 28) * 255)
+        training.train(step, [(torch.zeros(4, 1, 28, 28, dtype=torch.uint8), y)], 1, check=model)
+    training.train(step, [good, (good[0] + 0.5, y)], 2, check=model)     # later batches: not checked
+    assert ran == [4, 4, 4, 4] and vars(model).keys() == state.keys()    # no hidden state on the model
 
 
 def test_a_bernoulli_vae_refuses_minus_one_to_one_data_instead_of_a_negative_nll():
     model = MODELS["MLPVAE"][0].eval()
     with pytest.raises(ValueError, match=r"MLPVAE expects values in \[0, 1\]"):
-        model.loss(torch.rand(8, 1, 28, 28) * 2 - 1)
+        call("MLPVAE", model, torch.rand(8, 1, 28, 28) * 2 - 1)
     latent = vae.MLPVAE((6,), latent_dim=2, hidden=8, likelihood="gaussian", sigma2=1.0, bounded=False)
-    assert torch.isfinite(latent.loss(torch.randn(5, 6) * 10)["loss"])  # unbounded data: any values
+    x = torch.randn(5, 6) * 10
+    call("latent VAE", latent, x)                                        # unbounded data: any values
+    assert torch.isfinite(latent.loss(x)["loss"])
 
 
 # =========================================================================== FID
@@ -700,7 +704,7 @@ def test_asking_for_more_images_than_a_source_has_names_it_briefly(fm, ext, tmp_
         fid.fid(fm[:100][0], fm, 500, ext, progress=False)
     result = fid.fid(fm[:500][0], fm, 500, ext, progress=False)
     assert result.source == "a tensor of 500 images" and len(str(result)) < 150
-    assert fid._describe(fm) == "fashion_mnist/test"
+    assert fid_stats.describe(fm) == "fashion_mnist/test"
 
 
 @pytest.mark.parametrize("damage", ["truncated", "empty", "not a zip", "NaN inside"])

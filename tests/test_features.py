@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from common import data, features
+from common.machinery import data, features
 
 
 def test_tf_bilinear_resize_matches_an_independent_grid_sample_version():
@@ -72,3 +72,10 @@ def test_a_missing_domain_classifier_names_how_to_train_it(tmp_path, monkeypatch
     monkeypatch.setenv("DGM_DATA_DIR", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="tools.train_domain_classifier --dataset"):
         features.DomainExtractor("cpu", features.domain_weights("mnist-1x28x28"))
+
+
+def test_the_domain_extractor_checks_its_images_at_the_door():
+    ext = features.get_extractor("domain")
+    with pytest.raises(ValueError, match=r"domain extractor expects values in \[0, 1\].*\(x \+ 1\) / 2"):
+        ext(torch.rand(2, 1, 28, 28) * 2 - 1)
+    assert ext((torch.rand(2, 1, 28, 28) * 255).to(torch.uint8)).shape == (2, 128)  # uint8 pixels: converted

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from common import data, features, fid, gan
+from common import cgan, dcgan, fid
+from common.machinery import data, features, fid_stats
 
 
 def stats(x):
@@ -57,7 +58,21 @@ def test_singular_covariances_with_fewer_images_than_dimensions_stay_finite():
 
 def test_mismatched_shapes_are_refused_with_a_reason():
     with pytest.raises(ValueError, match="same feature extractor"):
-        fid.frechet_distance(np.zeros(3), np.eye(3), np.zeros(4), np.eye(4))
+        fid.FIDStats(np.zeros(3), np.eye(3), 10, "").distance(fid.FIDStats(np.zeros(4), np.eye(4), 10, ""))
+
+
+def test_the_symmetric_square_root_and_trace_agree_with_scipy():
+    import scipy.linalg
+
+    rng = np.random.default_rng(8)
+    a, b = rng.normal(size=(10, 10)), rng.normal(size=(10, 4))
+    s1, s2 = a @ a.T + 0.1 * np.eye(10), b @ b.T  # s2 singular (rank 4)
+    root = fid.sqrtm_psd(s1)
+    np.testing.assert_allclose(root @ root, s1, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(root, scipy.linalg.sqrtm(s1).real, rtol=1e-8, atol=1e-10)
+    expected = np.trace(scipy.linalg.sqrtm(s1 @ s2)).real
+    assert fid.trace_sqrt_product(s1, s2) == pytest.approx(expected, rel=1e-6)
+    assert fid.trace_sqrt_product(s2, s1) == pytest.approx(expected, rel=1e-6)  # singular first: same trace
 
 
 @pytest.mark.parametrize("d, n", [(16, 100), (128, 1000), (512, 2000)])
@@ -86,6 +101,16 @@ def test_stats_from_features_are_the_mean_and_unbiased_covariance():
     assert s.n == 1003
     with pytest.raises(ValueError, match="n >= 2"):
         fid.FIDStats.from_features(np.zeros((1, 4)))
+
+
+def test_feature_stats_are_the_float64_mean_and_unbiased_covariance_of_arrays_or_tensors():
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=(50, 3)).astype(np.float32)
+    for given in (x, torch.from_numpy(x)):
+        mu, sigma = fid.feature_stats(given)
+        assert mu.dtype == sigma.dtype == np.float64 and sigma.shape == (3, 3)
+        np.testing.assert_array_equal(mu, x.astype(np.float64).mean(0))
+        np.testing.assert_array_equal(sigma, np.cov(x.astype(np.float64), rowvar=False))
 
 
 def test_stats_round_trip_through_npz_without_pickle(tmp_path):
@@ -140,6 +165,7 @@ def test_reference_cache_is_reused_and_invalidated_by_n_extractor_and_dataset(tm
     assert ext.seen == 450, "another image size must recompute"
     names = sorted(p.name for p in (tmp_path / "fid_stats").glob("*.npz"))
     assert len(names) == 5 and any(n.startswith("fashion_mnist-1x32x32-test") for n in names)
+    assert "fashion_mnist-1x28x28-test-of10000-n100-seed0-counting-1.npz" in names  # files of earlier runs still load
 
 
 def test_fid_of_a_set_against_itself_is_zero_and_the_result_states_n_and_extractor(fmnist_test):
@@ -158,9 +184,26 @@ def test_fid_of_a_set_against_itself_is_zero_and_the_result_states_n_and_extract
         fid.fid(test, ref, n=300, progress=False)
 
 
+def test_statistics_of_another_extractor_are_refused_before_any_feature_is_computed(fmnist_test):
+    test = fmnist_test.subset(300)
+    ref = fid.compute_stats(test, 300, CountingExtractor(), progress=False)
+    other = CountingExtractor(id="counting-2")
+    with pytest.raises(ValueError, match="come from extractor counting-1, not counting-2"):
+        fid.fid(test, ref, n=300, extractor=other, progress=False)
+    assert other.seen == 0
+    unnamed = fid.FIDStats(ref.mu, ref.sigma, ref.n, ref.extractor_id)
+    assert str(fid.fid(unnamed, ref, extractor=CountingExtractor())).startswith(
+        "FID 0.00 (counting features; N = 300 FIDStats vs 300 fashion_mnist/test;")
+
+
+def test_the_library_names_notebooks_and_tools_use_are_one_object():
+    assert fid.FIDStats is fid_stats.FIDStats and fid.reference_stats is fid_stats.reference_stats
+    assert fid.extract_features is fid_stats.extract_features and fid.FIDResult is fid_stats.FIDResult
+
+
 def test_generator_fid_is_seeded_and_class_balanced():
     torch.manual_seed(0)
-    G = gan.ConditionalGenerator((1, 28, 28), 10, z_dim=8, channels=8).eval()
+    G = cgan.ConditionalGenerator((1, 28, 28), 10, z_dim=8, channels=8).eval()
     seen = []
     original = G.sample
     G.sample = lambda n, labels=None: seen.append(labels) or original(n, labels)
@@ -177,7 +220,7 @@ def test_generator_fid_is_seeded_and_class_balanced():
 def test_tracking_callback_measures_every_k_epochs_on_fixed_noise(tmp_path, monkeypatch, fmnist_test):
     monkeypatch.setenv("DGM_DATA_DIR", str(tmp_path))
     torch.manual_seed(0)
-    G = gan.DCGANGenerator((1, 28, 28), z_dim=8, channels=8)
+    G = dcgan.DCGANGenerator((1, 28, 28), z_dim=8, channels=8)
     cb = fid.tracking_callback(G, fmnist_test, n=64, every=2, extractor=CountingExtractor())
     assert cb(1, None) is None
     first, second = cb(2, None), cb(4, None)

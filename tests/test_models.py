@@ -5,7 +5,8 @@ import tokenize
 import pytest
 import torch
 
-from common import checkpoints, classifiers, gan, layers, priors, runtime, vae, vqvae
+from common import cgan, classifiers, dcgan, layers, priors, vae, vqvae
+from common.machinery import checkpoints, runtime
 
 SHAPES = [(1, 28, 28), (3, 32, 32), (1, 64, 64), (3, 64, 64)]
 N_CLASSES = 3
@@ -17,10 +18,10 @@ def small(name, shape):
         "MLPVAE": lambda: vae.MLPVAE(shape, latent_dim=4, hidden=16),
         "ConvVAE": lambda: vae.ConvVAE(shape, latent_dim=4, channels=4, hidden=16),
         "VQVAE": lambda: vqvae.VQVAE(shape, num_codes=8, code_dim=4, channels=4),
-        "DCGANGenerator": lambda: gan.DCGANGenerator(shape, z_dim=8, channels=4),
-        "DCGANDiscriminator": lambda: gan.DCGANDiscriminator(shape, channels=4),
-        "ConditionalGenerator": lambda: gan.ConditionalGenerator(shape, N_CLASSES, z_dim=8, channels=4),
-        "ConditionalDiscriminator": lambda: gan.ConditionalDiscriminator(shape, N_CLASSES, channels=4, batch_norm=False),
+        "DCGANGenerator": lambda: dcgan.DCGANGenerator(shape, z_dim=8, channels=4),
+        "DCGANDiscriminator": lambda: dcgan.DCGANDiscriminator(shape, channels=4),
+        "ConditionalGenerator": lambda: cgan.ConditionalGenerator(shape, N_CLASSES, z_dim=8, channels=4),
+        "ConditionalDiscriminator": lambda: cgan.ConditionalDiscriminator(shape, N_CLASSES, channels=4, batch_norm=False),
         "MLPClassifier": lambda: classifiers.MLPClassifier(shape, N_CLASSES, hidden=16),
         "ConvClassifier": lambda: classifiers.ConvClassifier(shape, N_CLASSES, width=4),
     }[name]()
@@ -34,15 +35,15 @@ def loss_of(model, x, y):
     """A scalar through the model's forward pass, and the images it returns (if any)."""
     if isinstance(model, (vae.VAE, vqvae.VQVAE)):
         return model.loss(x)["loss"], model(x)[0]
-    if isinstance(model, gan.ConditionalGenerator):
+    if isinstance(model, cgan.ConditionalGenerator):
         out = model(torch.randn(len(y), model.z_dim), y)
         return out.square().mean(), out
-    if isinstance(model, gan.DCGANGenerator):
+    if isinstance(model, dcgan.DCGANGenerator):
         out = model(torch.randn(len(y), model.z_dim))
         return out.square().mean(), out
-    if isinstance(model, gan.ConditionalDiscriminator):
+    if isinstance(model, cgan.ConditionalDiscriminator):
         return model(x, y).mean(), None
-    if isinstance(model, gan.DCGANDiscriminator):
+    if isinstance(model, dcgan.DCGANDiscriminator):
         return model(x).mean(), None
     return model.loss(x, y)["loss"], None
 
@@ -101,14 +102,14 @@ def test_stages_are_derived_from_the_image_size():
 
 
 def test_registration_records_the_constructor_arguments():
-    model = gan.ConditionalGenerator((3, 32, 32), 5, channels=8)
+    model = cgan.ConditionalGenerator((3, 32, 32), 5, channels=8)
     assert model.hparams == {"image_shape": (3, 32, 32), "n_classes": 5, "z_dim": 100, "channels": 8}
     sampler = priors.GMMPriorSampler(vqvae.VQVAE((1, 28, 28), 8).hparams, n_pca=2, n_components=2)
     assert sampler.hparams["vqvae"]["num_codes"] == 8 and sampler.hparams["n_pca"] == 2
     assert type(sampler)(**sampler.hparams).hparams == sampler.hparams  # rebuilds from its record
 
 
-MODEL_FILES = ["layers.py", "vae.py", "vqvae.py", "priors.py", "gan.py", "classifiers.py", "plots.py", "widgets.py"]
+MODEL_FILES = ["layers.py", "vae.py", "vqvae.py", "priors.py", "dcgan.py", "cgan.py", "classifiers.py", "plots.py", "widgets.py"]
 
 
 @pytest.mark.parametrize("filename", MODEL_FILES)
@@ -124,13 +125,13 @@ def test_no_fashion_mnist_geometry_is_hard_wired(filename):
 
 
 def test_class_accuracy_counts_the_requested_class_per_class_and_keeps_the_global_rng():
-    from common import classifiers, gan
+    from common import cgan, classifiers, dcgan
 
     class Oracle(torch.nn.Module):           # "classifies" by mean brightness bucket
         def predict(self, x):
             return (x.mean((1, 2, 3)) * 10).long().clamp(0, 9)
 
-    class Painter(gan.ConditionalGenerator):  # paints class c as brightness (c + 0.5) / 10, class 3 wrong
+    class Painter(cgan.ConditionalGenerator):  # paints class c as brightness (c + 0.5) / 10, class 3 wrong
         def _sample(self, n, labels):
             value = (labels.float() + 0.5) / 10
             value = torch.where(labels == 3, torch.full_like(value, 0.05), value)
@@ -144,7 +145,7 @@ def test_class_accuracy_counts_the_requested_class_per_class_and_keeps_the_globa
     assert acc == [1.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
     assert torch.equal(torch.rand(1), before)            # global random state untouched
     with pytest.raises(ValueError, match="not conditional"):
-        classifiers.class_accuracy(gan.DCGANGenerator((1, 28, 28), 8, 8), Oracle(), 2)
+        classifiers.class_accuracy(dcgan.DCGANGenerator((1, 28, 28), 8, 8), Oracle(), 2)
 
 
 def test_plain_log_ticks_label_a_log_axis_with_plain_numbers():
@@ -179,9 +180,9 @@ def test_plain_log_ticks_label_a_log_axis_with_plain_numbers():
 
 
 def test_channels_last_on_cpu_changes_the_layout_not_the_results(tmp_path, monkeypatch):
-    from common import gan
+    from common import cgan
     torch.manual_seed(0)
-    G = gan.ConditionalGenerator((1, 28, 28), 10, 8, 8).eval()
+    G = cgan.ConditionalGenerator((1, 28, 28), 10, 8, 8).eval()
     z, y = torch.randn(5, 8), torch.arange(5)
     before = G(z, y)
     layers.channels_last_on_cpu(G)

@@ -9,7 +9,7 @@ import nbformat
 import numpy as np
 from PIL import Image, ImageDraw
 
-from common.runtime import REPO_ROOT
+from common.machinery.runtime import REPO_ROOT
 
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
 

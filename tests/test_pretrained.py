@@ -4,13 +4,14 @@ import json
 import pytest
 import torch
 
-from common import gan, pretrained, runtime, vae
+from common import cgan, dcgan, vae
+from common.machinery import pretrained, runtime, storage
 from tools import pretrain
 
 
 def _generator(seed=0):
     torch.manual_seed(seed)
-    G = gan.DCGANGenerator((1, 28, 28), 16, 8)
+    G = dcgan.DCGANGenerator((1, 28, 28), 16, 8)
     # trained-looking batch norm statistics rather than the (0, 1) defaults
     for m in G.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
@@ -29,7 +30,7 @@ def test_save_stores_half_precision_and_load_gives_float32_samples_within_1_over
     G = _generator()
     record = pretrained.save(G, "dcgan_test", {"budget": "test", "epochs": 1}, directory=tmp_path)
     assert record["storage"] == "float16" and record["max_pixel_change"] <= 1 / 255
-    assert record["sha256"] == runtime.file_hash(tmp_path / "dcgan_test.pt")
+    assert record["sha256"] == storage.file_hash(tmp_path / "dcgan_test.pt")
     assert record["parameters"] == sum(p.numel() for p in G.parameters())
     loaded, entry = pretrained.load("dcgan_test", directory=tmp_path)
     assert entry == record and entry["budget"] == "test"
@@ -109,7 +110,7 @@ def test_pretrain_tool_trains_measures_and_writes_every_requested_model(tmp_path
     assert wgan["metrics"]["fid_n"] == 100 and len(wgan["metrics"]["class_accuracy_per_class"]) == 10
     assert "class_accuracy" not in table["dcgan_generator-fashion_mnist-1x28x28"]["metrics"]
     model, _ = pretrained.load("cwgan_gp_generator-fashion_mnist-1x28x28", directory=tmp_path)
-    assert isinstance(model, gan.ConditionalGenerator)
+    assert isinstance(model, cgan.ConditionalGenerator)
 
 
 def _budget(epochs):
@@ -118,17 +119,18 @@ def _budget(epochs):
 
 
 def test_compare_measures_yours_and_the_pretrained_model_alike_and_names_what_is_missing(tmp_path, monkeypatch):
-    from common import checkpoints, data, fid, training
+    from common import fid, training
+    from common.machinery import checkpoints, data
     monkeypatch.setattr(runtime, "checkpoint_dir", lambda profile_name=None: tmp_path / "yours")
     test = data.load_dataset("fashion_mnist", "test")
     torch.manual_seed(0)
     mine, shipped = vae.MLPVAE((1, 28, 28), 4, 16), vae.MLPVAE((1, 28, 28), 4, 16)
     history = training.History(epochs=[{"epoch": 1}, {"epoch": 2}], seconds=30.0)
     checkpoints.save_checkpoint(mine, f"vae_mlp-{test.tag}", history=history.state_dict())
-    G = gan.ConditionalGenerator((1, 28, 28), 10, 8, 8).eval()
+    G = cgan.ConditionalGenerator((1, 28, 28), 10, 8, 8).eval()
     checkpoints.save_checkpoint(G, f"cdcgan_generator-{test.tag}", history=history.state_dict())
     pretrained.save(shipped, f"vae_mlp-{test.tag}", _budget(5), directory=tmp_path / "pre")
-    pretrained.save(gan.ConditionalGenerator((1, 28, 28), 10, 8, 8).eval(), f"cdcgan_generator-{test.tag}",
+    pretrained.save(cgan.ConditionalGenerator((1, 28, 28), 10, 8, 8).eval(), f"cdcgan_generator-{test.tag}",
                     _budget(6), directory=tmp_path / "pre", sample=lambda m: m.sample(20, torch.arange(20) % 10))
 
     result = pretrained.compare([("MLP VAE", "vae_mlp", ["vae_mlp"]), ("conv VAE", "vae_conv", ["vae_conv"]),
@@ -158,3 +160,19 @@ def test_compare_on_a_dataset_without_pretrained_models_says_so_and_measures_not
                                 SimpleNamespace(tag="mnist-1x28x28"), directory=tmp_path)
     assert not result.metrics and not result.samples
     assert "ships pretrained models for fashion_mnist-1x28x28, not mnist-1x28x28" in result.table
+
+
+def test_a_pretrained_model_loads_in_a_fresh_process_without_importing_its_module():
+    """The checkpoint table imports a model's module on demand: no side-effect import first."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom common.machinery import pretrained\n"
+            "assert 'common.cgan' not in sys.modules\n"
+            "model, entry = pretrained.load('cdcgan_generator-fashion_mnist-1x28x28')\n"
+            "import torch\nx = model.sample(4, torch.arange(4))\n"
+            "assert x.shape == (4, 1, 28, 28) and 0 <= x.min() and x.max() <= 1\n"
+            "print(type(model).__module__)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=runtime.REPO_ROOT, capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    assert out.strip() == "common.cgan"

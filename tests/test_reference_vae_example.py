@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from common import data, training, vae
+from common import training, vae
+from common.machinery import data
 
 EPOCHS = 10
 
@@ -64,7 +65,7 @@ def test_our_mlp_vae_is_at_least_as_good_as_the_pytorch_example():
     torch.manual_seed(0)
     ours = vae.MLPVAE((1, 28, 28), 20, 400)
     opt = torch.optim.Adam(ours.parameters(), lr=1e-3)
-    training.train(vae.train_step(ours, opt), train.batches(128, seed=0), EPOCHS)
+    training.train(vae.vae_step(ours, opt), train.batches(128, seed=0), EPOCHS)
     ours_test = training.evaluate(lambda x, y: ours.loss(x), test.batches(1000, shuffle=False), ours)["loss"]
 
     spread = abs(refs[0] - refs[1])

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from common import runtime
+from common.machinery import runtime
 
 
 @pytest.fixture
@@ -147,7 +147,7 @@ def test_an_executed_notebook_keeps_each_bars_final_state_as_its_text(tmp_path):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
-        "from common import runtime\n"
+        "from common.machinery import runtime\n"
         "with runtime.progress(total=4, desc='training', unit='batch') as bar:\n"
         "    for _ in range(4):\n"
         "        bar.update()")])

@@ -4,8 +4,8 @@ import nbformat
 import pytest
 import torch
 
-from common import features, runtime
-from common.runtime import REPO_ROOT
+from common.machinery import features, runtime
+from common.machinery.runtime import REPO_ROOT
 from tools import colab, sync_readme, train_domain_classifier
 
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
@@ -90,7 +90,7 @@ def test_cgan_ablation_records_every_epoch_and_reads_back(tmp_path):
     assert len(e["accuracy"]) == 10 and all(0 <= a <= 1 for a in e["accuracy"])
     assert e["mean_accuracy"] == pytest.approx(sum(e["accuracy"]) / 10) and e["fid"] > 0
     assert e["g_updates"] == 2 * 2 and e["train_seconds"] > 0    # 256 images / batch 128 = 2 per epoch
-    assert r["recipe"]["aux"] == 1.0 and r["recipe"]["mismatch"] == 0.5 and r["train_images"] == 256
+    assert r["recipe"]["class_weight"] == 1.0 and r["recipe"]["matching_weight"] == 0.5 and r["train_images"] == 256
     assert len(r["real_accuracy"]) == 10 and not list(out.glob("*.tmp*"))
     from PIL import Image
     assert Image.open(out / "heads-ac-matching-aware.png").size == (8 * 29 + 1, 10 * 29 + 1)

@@ -1,8 +1,9 @@
 import pytest
 import torch
 
-from common import checkpoints, training, vae
-from common.data import ImageData
+from common import training, vae
+from common.machinery import checkpoints
+from common.machinery.data import ImageData
 
 
 def toy_data(n=96):
@@ -15,7 +16,7 @@ def run(seed, epochs=2):
     torch.manual_seed(seed)
     model = vae.MLPVAE((1, 28, 28), latent_dim=2, hidden=16)
     opt = torch.optim.Adam(model.parameters(), 1e-3)
-    hist = training.train(vae.train_step(model, opt), toy_data().batches(32, seed=seed), epochs)
+    hist = training.train(vae.vae_step(model, opt), toy_data().batches(32, seed=seed), epochs)
     return model, hist
 
 
@@ -139,7 +140,7 @@ def test_fit_or_load_reuses_only_a_matching_checkpoint(tmp_path, monkeypatch):
         def run():
             trained.append(1)
             opt = torch.optim.Adam(model.parameters(), 1e-3)
-            return training.train(vae.train_step(model, opt), toy_data().batches(32), 1)
+            return training.train(vae.vae_step(model, opt), toy_data().batches(32), 1)
         return run
 
     m = vae.MLPVAE((1, 28, 28), latent_dim=2, hidden=16)
@@ -183,7 +184,7 @@ def test_fit_or_load_returns_eval_mode_like_a_loaded_checkpoint(tmp_path, monkey
     monkeypatch.setenv("DGM_DATA_DIR", str(tmp_path))
     m = vae.MLPVAE((1, 28, 28), latent_dim=2, hidden=8)
     opt = torch.optim.Adam(m.parameters(), 1e-3)
-    trained, _ = training.fit_or_load("m", m, {}, lambda: training.train(vae.train_step(m, opt), toy_data().batches(32), 1), reuse=False)
+    trained, _ = training.fit_or_load("m", m, {}, lambda: training.train(vae.vae_step(m, opt), toy_data().batches(32), 1), reuse=False)
     assert not trained.training
 
 

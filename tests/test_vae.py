@@ -91,17 +91,65 @@ def test_bad_likelihood_arguments():
         vae.MLPVAE((1, 28, 28), likelihood="poisson")
     with pytest.raises(ValueError, match="sigma2"):
         vae.MLPVAE((1, 28, 28), likelihood="gaussian")
+    with pytest.raises(ValueError, match="bounded=False"):
+        vae.MLPVAE((1, 28, 28), likelihood="bernoulli", bounded=False)
 
 
-def test_train_step_reduces_loss_on_a_fixed_batch():
+def test_gaussian_likelihood_decodes_the_mean_it_scores():
+    torch.manual_seed(6)
+    model = vae.MLPVAE((1, 4, 4), latent_dim=2, hidden=8, likelihood="gaussian", sigma2=0.1)
+    x = torch.rand(5, 1, 4, 4)
+    torch.manual_seed(9)
+    got = model.loss(x)
+    torch.manual_seed(9)
+    mu, logvar = model.encode(x)
+    x_mean = torch.sigmoid(model.decoder(vae.reparameterize(mu, logvar)))  # the decoder's mean, in [0, 1]
+    ref = -Independent(Normal(x_mean.flatten(1), math.sqrt(0.1)), 1).log_prob(x.flatten(1))
+    assert got["recon"].item() == pytest.approx(ref.mean().item(), rel=1e-5)
+    assert torch.equal(model.decode(mu), torch.sigmoid(model.decoder(mu)))
+    unbounded = vae.MLPVAE((6,), latent_dim=2, hidden=8, likelihood="gaussian", sigma2=1.0, bounded=False)
+    z = torch.randn(3, 2)
+    assert torch.equal(unbounded.decode(z), unbounded.decoder(z)) and unbounded.input_range == (None, None)
+    assert model.input_range == (0.0, 1.0)
+
+
+def test_vae_step_reduces_loss_on_a_fixed_batch():
     torch.manual_seed(5)
     model = vae.MLPVAE((1, 28, 28), latent_dim=4, hidden=64)
     x = torch.rand(32, 1, 28, 28).round()
-    step = vae.train_step(model, torch.optim.Adam(model.parameters(), 3e-3))
+    step = vae.vae_step(model, torch.optim.Adam(model.parameters(), 3e-3))
     first = step(x, None)["loss"].item()
     for _ in range(50):
         last = step(x, None)["loss"].item()
     assert last < 0.9 * first
+
+
+def test_vae_step_is_one_adam_update_on_recon_plus_beta_kl():
+    torch.manual_seed(7)
+    model, twin = vae.MLPVAE((1, 4, 4), latent_dim=2, hidden=8), vae.MLPVAE((1, 4, 4), latent_dim=2, hidden=8)
+    twin.load_state_dict(model.state_dict())
+    x = torch.rand(6, 1, 4, 4)
+    torch.manual_seed(3)
+    losses = vae.vae_step(model, torch.optim.Adam(model.parameters(), 1e-2), beta=0.5)(x, None)
+    torch.manual_seed(3)
+    opt = torch.optim.Adam(twin.parameters(), 1e-2)  # the same update, written out by hand
+    ref = twin.loss(x, beta=0.5)
+    ref["loss"].backward()
+    opt.step()
+    assert torch.allclose(losses["loss"], ref["recon"] + 0.5 * ref["kl"])
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), twin.parameters()))
+
+
+def test_vae_step_never_updates_with_a_non_finite_loss():
+    from common.training import NonFiniteLossError
+
+    model = vae.MLPVAE((1, 4, 4), latent_dim=2, hidden=8)
+    before = [p.detach().clone() for p in model.parameters()]
+    step = vae.vae_step(model, torch.optim.SGD(model.parameters(), 0.1))
+    with pytest.raises(NonFiniteLossError) as err:
+        step(torch.full((2, 1, 4, 4), float("nan")), None)
+    assert err.value.update_skipped  # require_finite stopped it between backward() and the update
+    assert all(torch.equal(a, p) for a, p in zip(before, model.parameters()))
 
 
 def test_classifier_trunk_fits_vae_trunk():
@@ -113,9 +161,9 @@ def test_classifier_trunk_fits_vae_trunk():
 
 
 def test_load_or_train_mlp_loads_notebook_01s_classifier_or_trains_one(tmp_path, monkeypatch, capsys):
-    from common import checkpoints
+    from common.machinery import checkpoints
     from common.classifiers import load_or_train_mlp
-    from common.data import ImageData
+    from common.machinery.data import ImageData
 
     monkeypatch.setenv("DGM_DATA_DIR", str(tmp_path))
     images = (torch.rand(64, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 255).byte()

@@ -3,9 +3,9 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
-from common import checkpoints, priors, training, vae, vqvae
+from common import priors, vae, vqvae
+from common.machinery import checkpoints
 
 
 @pytest.fixture
@@ -25,6 +25,24 @@ def test_output_is_exactly_a_codebook_row_and_the_nearest_one(quantizer):
     brute = torch.cdist(z_e.permute(0, 2, 3, 1).reshape(-1, 4), quantizer.codebook.weight).argmin(1)
     assert torch.equal(idx.flatten(), brute)
     assert torch.equal(quantizer.lookup(idx), z_q)
+
+
+def test_nearest_code_matches_brute_force_distances():
+    torch.manual_seed(7)
+    flat, codebook = torch.randn(500, 6), torch.randn(33, 6)
+    brute = ((flat[:, None, :] - codebook[None, :, :]) ** 2).sum(-1).argmin(1)  # the N x K x D way
+    assert torch.equal(vqvae.nearest_code(flat, codebook), brute)
+    assert torch.equal(vqvae.nearest_code(codebook[[4, 0, 32]], codebook), torch.tensor([4, 0, 32]))
+
+
+def test_straight_through_has_the_value_of_zq_and_the_gradient_of_ze():
+    z_e = torch.randn(2, 3, 4, 4, requires_grad=True)
+    z_q = torch.randn(2, 3, 4, 4, requires_grad=True)
+    out = vqvae.straight_through(z_e, z_q)
+    assert torch.equal(out, z_q)                        # exactly the quantized value
+    upstream = torch.randn_like(out)
+    (out * upstream).sum().backward()
+    assert torch.equal(z_e.grad, upstream) and z_q.grad is None
 
 
 def test_straight_through_gradient_passes_dL_dzq_to_ze(quantizer):
@@ -62,20 +80,20 @@ def test_dead_codes_are_detected_and_reinitialised_from_encoder_outputs():
     torch.manual_seed(1)
     model = vqvae.VQVAE((1, 28, 28), num_codes=32, code_dim=4, channels=4)
     x = torch.rand(20, 1, 28, 28)
-    usage = model.code_usage(x)
+    usage = vqvae.code_usage(model, x)
     assert usage.sum() == 20 * 49
     dead = usage == 0
     assert dead.any()  # tiny uniform init far from encoder outputs: most codes unused
     before = model.quantizer.codebook.weight.detach().clone()
     model.eval()  # code_usage measures in eval mode, so take the encoder outputs the same way
     z_e = model.encode(x).detach()
-    assert model.quantizer.reinit_dead_codes(usage, z_e) == int(dead.sum())
+    assert vqvae.reinit_dead_codes(model.quantizer, usage, z_e) == int(dead.sum())
     after = model.quantizer.codebook.weight.detach()
     assert torch.equal(after[~dead], before[~dead])
     flat = z_e.permute(0, 2, 3, 1).reshape(-1, 4)
     nearest = torch.cdist(after[dead], flat).min(1).values
     assert (nearest < 0.05 * flat.std() * 4).all()  # each reset code sits on an encoder output
-    assert int((model.code_usage(x) == 0).sum()) < int(dead.sum())
+    assert int((vqvae.code_usage(model, x) == 0).sum()) < int(dead.sum())
 
 
 def test_vqvae_loss_and_step():
@@ -87,7 +105,7 @@ def test_vqvae_loss_and_step():
     assert 1 <= losses["perplexity"] <= 16
     x_hat, idx, _ = model(x)
     assert x_hat.shape == x.shape and idx.shape == (16, 7, 7) and 0 <= x_hat.min() and x_hat.max() <= 1
-    s = training.minimize(lambda a, b: model.loss(a), torch.optim.Adam(model.parameters(), 1e-3))
+    s = vqvae.vqvae_step(model, torch.optim.Adam(model.parameters(), 1e-3))
     first = s(x, None)["loss"].item()
     for _ in range(20):
         last = s(x, None)["loss"].item()

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m tools.benchmark_loop [--steps 200] [--repeats 3] [--device cpu|cuda|mps]
 
-Three loops train the same DCGAN (notebook 03's sizes, batch 128, Fashion-MNIST held on the
+Four loops train the same DCGAN (notebook 03's sizes, batch 128, Fashion-MNIST held on the
 device and cut by indexing) from the same initial weights:
 
 - ``plain``: a hand-written loop, D then G per batch, that never reads a number back to the host;
@@ -11,9 +11,8 @@ device and cut by indexing) from the same initial weights:
 - ``plain+freeze``: ``plain`` with D's weights frozen (``requires_grad_(False)``) during G's
   update, the one trick of the course's step: G's backward pass then skips the gradient of D's
   weights, which G's update does not use;
-- ``course``: ``training.train(gan.dcgan_step(...), data.batches(128), 1)``, with its progress bar,
-  history (losses read back every 25 steps in one transfer), NaN guard before each update, and
-  input checks (shape every call, value range on the first training batch).
+- ``course``: ``training.train(dcgan.dcgan_step(...), data.batches(128), 1)``, with its progress bar,
+  history (losses read back every 25 steps in one transfer) and NaN guard before each update.
 
 Each is timed ``--repeats`` times over ``--steps`` batches after a warm-up; the median images/s is
 reported with the ratio to ``plain``. A benchmark, not a test: numbers vary with the machine.
@@ -27,7 +26,8 @@ import time
 
 import torch
 
-from common import data, gan, runtime, training
+from common import dcgan, training
+from common.machinery import data, runtime
 
 
 def _sync(device: torch.device) -> None:
@@ -40,15 +40,15 @@ def _sync(device: torch.device) -> None:
 def plain_loop(G, D, opt_G, opt_D, batches, item: bool, freeze: bool = False) -> list[float]:
     logged = []
     for x, _ in batches:
-        real = gan.to_tanh_range(x)
+        real = dcgan.to_tanh_range(x)
         fake = G(torch.randn(x.shape[0], G.z_dim, device=x.device))
         d_real, d_fake = D(real), D(fake.detach())
-        loss_D = gan.d_loss_bce(d_real, d_fake)
+        loss_D = dcgan.d_loss_bce(d_real, d_fake)
         opt_D.zero_grad(set_to_none=True)
         loss_D.backward()
         opt_D.step()
         D.requires_grad_(not freeze)
-        loss_G = gan.g_loss_nonsaturating(D(fake))
+        loss_G = dcgan.g_loss_nonsaturating(D(fake))
         opt_G.zero_grad(set_to_none=True)
         loss_G.backward()
         D.requires_grad_(True)
@@ -68,7 +68,7 @@ def run(kind: str, models, train: data.ImageData, steps: int, seed: int, device:
     _sync(device)
     start = time.perf_counter()
     if kind == "course":
-        training.train(gan.dcgan_step(G, D, opt_G, opt_D), batches, 1, desc="course loop")
+        training.train(dcgan.dcgan_step(G, D, opt_G, opt_D), batches, 1, desc="course loop")
     else:
         plain_loop(G, D, opt_G, opt_D, batches, item=kind == "plain+item", freeze=kind == "plain+freeze")
     _sync(device)
@@ -84,8 +84,8 @@ def main() -> None:
     device = runtime.get_device(args.device)
     train = data.load_dataset("fashion_mnist", "train", device=device)
     torch.manual_seed(0)
-    models = (gan.DCGANGenerator(train.image_shape, 100, 32).to(device),
-              gan.DCGANDiscriminator(train.image_shape, 32).to(device))
+    models = (dcgan.DCGANGenerator(train.image_shape, 100, 32).to(device),
+              dcgan.DCGANDiscriminator(train.image_shape, 32).to(device))
     kinds = ("plain", "plain+item", "plain+freeze", "course")
     for kind in kinds:  # warm-up: allocator, kernels, caches
         run(kind, models, train, 10, 0, device)

@@ -3,9 +3,9 @@
     .venv/bin/python -m tools.cgan_ablation [--only NAME ...] [--epochs 4] [--threads N]
                                            [--out data/results/cgan_ablation]
 
-Each recipe trains a conditional generator on Fashion-MNIST from the same seed with the course's
-own code (``gan.dcgan_step`` / ``gan.wgan_gp_step``, ``training.train``), and after every epoch
-records, per class, how often the course's conv classifier (the domain-FID network) assigns
+Each recipe (a :mod:`common.recipes` recipe, built by ``recipes.build`` as notebook 04 builds its
+two) trains a conditional generator on Fashion-MNIST from the same seed with ``training.train``,
+and after every epoch records, per class, how often the course's conv classifier (the domain-FID network) assigns
 ``--per-class`` samples to the class they were asked for, and the domain FID of ``--fid-n``
 class-balanced samples against the test set. One JSON file per recipe is written to ``--out``
 (atomically, so an interrupted run leaves the others intact), with a PNG of the last epoch's
@@ -25,62 +25,44 @@ import os
 import platform
 import re
 import time
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
 import torchvision
 
-from common import classifiers, data, features, fid, gan, layers, runtime, training
+from common import classifiers, dcgan, fid, layers, recipes, training
+from common.ema import recalibrate_batch_norm
+from common.machinery import data, features, runtime
 
-# name -> (what changed, settings). Defaults: the conditional DCGAN of notebook 03's settings.
-BASE = dict(loss="dcgan", discriminator="channels", aux=0.0, aux_g=None, mismatch=0.0, batch=128,
-            lr=2e-4, betas=(0.5, 0.999), n_critic=1, ema=False, channels=32)
-WGAN = dict(loss="wgan-gp", lr=1e-4, betas=(0.0, 0.9), batch=64, n_critic=5)   # the WGAN-GP paper's
-FINAL = dict(discriminator="heads", aux=1.0, mismatch=0.5, batch=64)
-WGAN_AC = dict(WGAN, discriminator="heads", aux=1.0, lr=2e-4)
+# name -> (what changed, recipe). The first is the reports' conditional DCGAN: label channels in
+# G and D, no extra term, batch 128; the others change one or two things each.
+REPORTS = recipes.CDCGAN(discriminator="channels", class_weight=0.0, matching_weight=0.0, batch_size=128)
+HEADS_AC = replace(REPORTS, discriminator="heads", class_weight=1.0)
 RECIPES = {
-    "label channels": ("the reports' recipe: the label as an extra channel in G and D", {}),
-    "+ matching-aware": ("real images with a wrong label count as fakes (weight 0.5)", dict(mismatch=0.5)),
+    "label channels": ("the reports' recipe: the label as an extra channel in G and D", REPORTS),
+    "+ matching-aware": ("real images with a wrong label count as fakes (weight 0.5)",
+                         replace(REPORTS, matching_weight=0.5)),
     "projection D (Miyato)": ("D reads the label at the end: psi(h) + <w_y, h>",
-                              dict(discriminator="projection")),
+                              replace(REPORTS, discriminator="projection")),
     "per-class heads D": ("D reads the label at the end: <w_y, h>, one head per class",
-                          dict(discriminator="heads")),
-    "heads + aux. classifier": ("+ an auxiliary classifier on D's features (AC-GAN), weight 1",
-                                dict(discriminator="heads", aux=1.0)),
-    "heads + AC + matching-aware": ("both terms", dict(discriminator="heads", aux=1.0, mismatch=0.5)),
+                          replace(REPORTS, discriminator="heads")),
+    "heads + aux. classifier": ("+ an auxiliary classifier on D's features (AC-GAN), weight 1", HEADS_AC),
+    "heads + AC + matching-aware": ("both terms", replace(HEADS_AC, matching_weight=0.5)),
     "heads + AC + m.-a., batch 64": ("twice the updates per epoch: notebook 04's conditional DCGAN",
-                                     dict(FINAL, ema=True)),
-    "WGAN-GP, label channels": ("the WGAN-GP paper's settings: n_critic 5, lr 1e-4", dict(WGAN)),
+                                     recipes.CDCGAN(ema=True)),
+    "WGAN-GP, label channels": ("the WGAN-GP paper's settings: n_critic 5, lr 1e-4",
+                                recipes.WGANGP(discriminator="channels", class_weight=0.0, lr=1e-4, n_critic=5)),
     "WGAN-GP, heads + AC, n_critic 2": ("the critic reads the label at the end, + classifier; lr 2e-4, "
-                                        "2.5x the generator updates", dict(WGAN_AC, n_critic=2, ema=True)),
-    "WGAN-GP, heads + AC, n_critic 1": ("one critic step per generator step", dict(WGAN_AC, n_critic=1, ema=True)),
-    "WGAN-GP, heads + AC, n_critic 5": ("as n_critic 2, with the paper's 5", dict(WGAN_AC)),
+                                        "2.5x the generator updates", recipes.WGANGP(n_critic=2, ema=True)),
+    "WGAN-GP, heads + AC, n_critic 1": ("one critic step per generator step", recipes.WGANGP(ema=True)),
+    "WGAN-GP, heads + AC, n_critic 5": ("as n_critic 2, with the paper's 5", recipes.WGANGP(n_critic=5)),
 }
+CHANNELS = 32                                   # G's and D's width in every recipe
 
 
-def build(recipe: dict, image_shape: tuple, k: int, device):
-    """The generator, discriminator and step of one recipe (and the EMA, or None)."""
-    G = gan.ConditionalGenerator(image_shape, k, 100, recipe["channels"]).to(device)
-    wgan = recipe["loss"] == "wgan-gp"
-    D = gan.conditional_discriminator(recipe["discriminator"], image_shape, k, recipe["channels"],
-                                      batch_norm=not wgan, aux=recipe["aux"])
-    D = D.to(device)
-    layers.channels_last_on_cpu(G, D)
-    opt_G, opt_D = (torch.optim.Adam(m.parameters(), lr=recipe["lr"], betas=recipe["betas"]) for m in (G, D))
-    ema = gan.EMA(G) if recipe["ema"] else None
-    if wgan:
-        if recipe["mismatch"]:
-            raise ValueError("the matching-aware term is a DCGAN (BCE) recipe here; set mismatch=0 for WGAN-GP")
-        step = gan.wgan_gp_step(G, D, opt_G, opt_D, recipe["n_critic"], ema=ema, aux=recipe["aux"],
-                                aux_g=recipe["aux_g"])
-    else:
-        step = gan.dcgan_step(G, D, opt_G, opt_D, ema=ema, aux=recipe["aux"], mismatch=recipe["mismatch"])
-    return G, D, step, ema
-
-
-def run(name: str, settings: dict, epochs: int, per_class: int, fid_n: int, device, out: Path,
+def run(name: str, recipe: recipes.Recipe, epochs: int, per_class: int, fid_n: int, device, out: Path,
         limit: int | None = None) -> dict:
-    recipe = {**BASE, **settings}
     train = data.load_dataset("fashion_mnist", "train", device=device, limit=limit)
     test = data.load_dataset("fashion_mnist", "test", device=device)
     k = len(train.classes)
@@ -88,15 +70,15 @@ def run(name: str, settings: dict, epochs: int, per_class: int, fid_n: int, devi
     reference = fid.reference_stats(test, fid_n, extractor)
     clf = extractor.model
     torch.manual_seed(0)
-    G, D, step, ema = build(recipe, train.image_shape, k, device)
-    batches = train.batches(recipe["batch"], seed=0)
+    G, _, _, _, step, ema = recipes.build(recipe, train.image_shape, k, 100, CHANNELS, CHANNELS, device)
+    batches = train.batches(recipe.batch_size, seed=0)
     grid_z = torch.randn(8, G.z_dim, generator=torch.Generator().manual_seed(1)).to(device).repeat(k, 1)
     grid_y = torch.arange(k, device=device).repeat_interleave(8)       # rows = classes, same 8 z
 
     def measure(model, epoch, history) -> dict:
         acc = classifiers.class_accuracy(model, clf, per_class)
         value = fid.fid(model, reference, fid_n, extractor, seed=0, progress=False).value
-        g_updates = epoch * len(batches) // recipe["n_critic"]
+        g_updates = epoch * len(batches) // getattr(recipe, "n_critic", 1)
         row = dict(epoch=epoch, accuracy=acc, mean_accuracy=sum(acc) / k, min_accuracy=min(acc), fid=value,
                    g_updates=g_updates, train_seconds=history.seconds,
                    images_per_s=history.images_seen / history.seconds)
@@ -108,16 +90,18 @@ def run(name: str, settings: dict, epochs: int, per_class: int, fid_n: int, devi
     def evaluate(epoch, history):
         result["epochs"].append(measure(G, epoch, history))
         if ema is not None:                     # the same run, sampled from the average of G's weights
-            result["ema_epochs"].append(measure(ema.recalibrate(), epoch, history))
+            result["ema_epochs"].append(measure(recalibrate_batch_norm(ema.model), epoch, history))
         with torch.no_grad(), layers.eval_mode(G):             # the table's sample grid, fixed noise
-            grid = gan.from_tanh_range(G(grid_z, grid_y)).clamp(0, 1)
+            grid = dcgan.from_tanh_range(G(grid_z, grid_y)).clamp(0, 1)
         out.mkdir(parents=True, exist_ok=True)
         tmp = out / (stem(name) + ".tmp.png")
         torchvision.utils.save_image(grid, tmp, nrow=8, padding=1, pad_value=1.0)
         os.replace(tmp, out / result["grid"])
         save(out, name, result)                 # after the PNG it names
 
-    result = dict(name=name, order=list(RECIPES).index(name), change=RECIPES[name][0], recipe=recipe,
+    settings = dict(loss="wgan-gp" if isinstance(recipe, recipes.WGANGP) else "dcgan", **asdict(recipe),
+                    z_dim=100, channels=CHANNELS)
+    result = dict(name=name, order=list(RECIPES).index(name), change=RECIPES[name][0], recipe=settings,
                   epochs=[], ema_epochs=[], classes=list(train.classes), grid=stem(name) + ".png",
                   fid_n=fid_n, per_class=per_class, train_images=len(train),
                   classifier=extractor.name, real_accuracy=_real_accuracy(clf, test),

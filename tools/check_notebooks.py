@@ -22,7 +22,7 @@ from pathlib import Path
 import nbformat
 
 from common.plots import UNDERSIZED
-from common.runtime import REPO_ROOT
+from common.machinery.runtime import REPO_ROOT
 
 FROZEN_BAR = re.compile(r"(?<![0-9])0%\|")
 WIDGET_REPR = re.compile(r"^(VBox|HBox|Box|IntSlider|FloatSlider|Dropdown|Image|Output)\(")

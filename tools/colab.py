@@ -16,8 +16,8 @@ from pathlib import Path
 
 import nbformat
 
-from common.features import INCEPTION_PACKAGE
-from common.runtime import REPO_ROOT
+from common.machinery.features import INCEPTION_PACKAGE
+from common.machinery.runtime import REPO_ROOT
 
 GITHUB_REPO = "dgm-course/deep-generative-models"
 BRANCH = "main"

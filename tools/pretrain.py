@@ -23,11 +23,14 @@ import argparse
 import os
 import platform
 import time
+from dataclasses import asdict, replace
 
 import torch
 import torch.nn.functional as F
 
-from common import classifiers, data, features, fid, gan, layers, pretrained, priors, runtime, training, vae, vqvae
+from common import classifiers, dcgan, fid, layers, priors, recipes, training, vae, vqvae
+from common.ema import recalibrate_batch_norm
+from common.machinery import data, features, pretrained, runtime
 
 # Epochs per model and budget; widths: the cpu profile's (None) or the gpu profile's.
 BUDGETS = {
@@ -50,7 +53,7 @@ def _vae(name, train, test, budget, device):
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     test_loss = lambda epoch, history: {"test_loss": training.evaluate(
         lambda x, y: model.loss(x), test.batches(1000, shuffle=False), model)["loss"]}
-    history = training.train(vae.train_step(model, opt), train.batches(128, seed=SEED), epochs,
+    history = training.train(vae.vae_step(model, opt), train.batches(128, seed=SEED), epochs,
                              callbacks=[test_loss], desc=name)
     config = dict(model.hparams, epochs=epochs, lr=1e-3, batch_size=128, notebook="01_vae")
     return {name: (model, config)}, history, {"test_nll_bound": history.epochs[-1]["test_loss"]}
@@ -75,7 +78,7 @@ def _vqvae_priors(train, test, budget, device):
     torch.manual_seed(SEED)
     latent_vae = vae.MLPVAE((z.shape[1],), 32, 256, likelihood="gaussian", sigma2=1.0, bounded=False).to(device)
     opt = torch.optim.Adam(latent_vae.parameters(), lr=1e-3)
-    latent_history = training.train(vae.train_step(latent_vae, opt), latents.batches(128, seed=SEED),
+    latent_history = training.train(vae.vae_step(latent_vae, opt), latents.batches(128, seed=SEED),
                                     budget["latent_vae"], desc="latent VAE")
     history.seconds += latent_history.seconds
     vq = dict(model.hparams, epochs=epochs, reinit=True, lr=1e-3, batch_size=128, notebook="02_vq_vae")
@@ -90,34 +93,27 @@ def _dcgan(train, test, budget, device):
     """Notebook 03: the DCGAN paper's recipe at 28 x 28."""
     epochs, width = budget["dcgan"], 64 if budget["wide"] else 32
     torch.manual_seed(SEED)
-    G = gan.DCGANGenerator(train.image_shape, 100, width).to(device)
-    D = gan.DCGANDiscriminator(train.image_shape, width).to(device)
+    G = dcgan.DCGANGenerator(train.image_shape, 100, width).to(device)
+    D = dcgan.DCGANDiscriminator(train.image_shape, width).to(device)
     layers.channels_last_on_cpu(G, D)
     opt_G, opt_D = (torch.optim.Adam(m.parameters(), lr=2e-4, betas=(0.5, 0.999)) for m in (G, D))
-    history = training.train(gan.dcgan_step(G, D, opt_G, opt_D), train.batches(128, seed=SEED), epochs, desc="DCGAN")
+    history = training.train(dcgan.dcgan_step(G, D, opt_G, opt_D), train.batches(128, seed=SEED), epochs, desc="DCGAN")
     config = dict(G.hparams, d=D.hparams, epochs=epochs, lr=2e-4, betas=(0.5, 0.999), batch_size=128, notebook="03_dcgan")
     return {"dcgan_generator": (G, config)}, history, {}
 
 
 def _conditional(name, train, test, budget, device):
-    """Notebook 04's conditional DCGAN or WGAN-GP: per-class heads + auxiliary classifier in D,
-    sampled from the EMA of G's weights (batch norm recalibrated)."""
-    wgan, k, width = name == "cwgan_gp_generator", len(train.classes), 64 if budget["wide"] else 32
+    """Notebook 04's conditional DCGAN or WGAN-GP (its recipe, :mod:`common.recipes`), sampled from
+    the EMA of G's weights (batch norm recalibrated)."""
+    wgan, width = name == "cwgan_gp_generator", 64 if budget["wide"] else 32
     epochs = budget["cwgan" if wgan else "cdcgan"]
+    recipe = replace(recipes.WGANGP() if wgan else recipes.CDCGAN(), ema=True)
     torch.manual_seed(SEED)
-    G = gan.ConditionalGenerator(train.image_shape, k, 100, width).to(device)
-    D = gan.conditional_discriminator("heads", train.image_shape, k, width, batch_norm=not wgan, aux=1.0).to(device)
-    layers.channels_last_on_cpu(G, D)
-    lr, betas = (2e-4, (0.0, 0.9)) if wgan else (2e-4, (0.5, 0.999))
-    opt_G, opt_D = (torch.optim.Adam(m.parameters(), lr=lr, betas=betas) for m in (G, D))
-    ema = gan.EMA(G)
-    step = (gan.wgan_gp_step(G, D, opt_G, opt_D, 1, 10.0, ema=ema, aux=1.0) if wgan else
-            gan.dcgan_step(G, D, opt_G, opt_D, ema=ema, aux=1.0, mismatch=0.5))
-    history = training.train(step, train.batches(64, seed=SEED), epochs, desc=name)
-    config = dict(G.hparams, d=D.hparams, epochs=epochs, lr=lr, betas=betas, batch_size=64, aux=1.0,
-                  n_critic=1, gp_lambda=10.0 if wgan else 0.0, mismatch=0.0 if wgan else 0.5, ema=0.999,
-                  notebook="04_conditional_gan")
-    return {name: (ema.recalibrate(), config)}, history, {}
+    G, D, _, _, step, ema = recipes.build(recipe, train.image_shape, len(train.classes), 100, width, width, device)
+    history = training.train(step, train.batches(recipe.batch_size, seed=SEED), epochs, desc=name)
+    config = dict(G.hparams, d=D.hparams, gan=type(recipe).__name__, **asdict(recipe), epochs=epochs,
+                  ema_decay=ema.decay, notebook="04_conditional_gan")
+    return {name: (recalibrate_batch_norm(ema.model), config)}, history, {}
 
 
 def train_model(name: str, train, test, budget: dict, device):

@@ -15,7 +15,8 @@ import json
 
 import torch
 
-from common import checkpoints, classifiers, data, features, runtime, training
+from common import classifiers, training
+from common.machinery import checkpoints, data, features, runtime, storage
 
 RECIPE = dict(width=32, epochs=10, batch_size=128, lr=2e-3, seed=0)
 
@@ -39,7 +40,7 @@ def train_domain_classifier(dataset: str = "fashion_mnist", epochs: int = RECIPE
         schedule.step()
         return losses
 
-    history = training.train(step, batches, epochs, desc="domain classifier")
+    history = training.train(step, batches, epochs, check=model, desc="domain classifier")
     model.eval()
     accuracy = training.evaluate(model.loss, test.batches(1000, shuffle=False), model)["accuracy"]
     return model, history, accuracy, train.tag
@@ -51,7 +52,7 @@ def ship(dataset: str = "fashion_mnist", device: torch.device | str = "cpu") -> 
     model, history, accuracy, tag = train_domain_classifier(dataset, device=device)
     path = features.domain_weights(tag)
     checkpoints.save_checkpoint(model, path, RECIPE, test_accuracy=accuracy, history=history.state_dict())
-    record = {"file": path.name, "sha256": runtime.file_hash(path), "dataset": tag,
+    record = {"file": path.name, "sha256": storage.file_hash(path), "dataset": tag,
               "test_accuracy": accuracy, "recipe": RECIPE, "train_seconds": round(history.seconds, 1),
               "torch_version": str(torch.__version__), "trained_by": "python -m tools.train_domain_classifier"}
     path.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from . import runtime
-from .layers import check_count
+from .checks import check_count
 from .sources import (DIGITS, FASHION_MNIST_CLASSES, IDX_FILES, LABELLED, SPLITS,  # noqa: F401 (re-exported)
                       CorruptDatasetError, DatasetNotFoundError, read_idx, reader)
 

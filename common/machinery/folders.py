@@ -1,0 +1,243 @@
+"""Folders of image files (CelebA, Imagenette, any image folder): decoded once into a uint8 cache.
+
+Each file is centre-cropped to a square, resized and decoded into one array under
+``data/cache/<key>/`` (:func:`decode_cached`); later loads memory-map it after checking its size,
+shape and SHA-256. The readers here are registered in :data:`common.machinery.sources.REGISTRY`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .runtime import progress
+from .sources import (FOLDER_SIZE, IMAGE_EXTENSIONS, ORDER_SEED, CorruptDatasetError, DatasetNotFoundError,
+                      RawSplit, _not_found, _try_download)
+from .storage import file_hash
+
+
+def _fingerprint(files: list[Path]) -> str:
+    """Changes when a file is added, removed, renamed or resized."""
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f"{f}\0{f.stat().st_size}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def _decode_one(path: Path, size: int) -> np.ndarray:
+    """One image file -> (3, size, size) uint8: RGB, centre-cropped to a square, resized."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB")  # decodes the file
+    except Exception as err:  # noqa: BLE001 - PIL raises many kinds for a damaged file
+        raise CorruptDatasetError(f"{path} is not a readable image ({type(err).__name__}: {str(err)[:120]}); "
+                                  "delete or replace it") from None
+    w, h = img.size
+    s = min(w, h)
+    left, top = (w - s) // 2, (h - s) // 2
+    img = img.crop((left, top, left + s, top + s)).resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
+
+
+def cache_dir(root: Path) -> Path:
+    return root / "cache"
+
+
+def decode_cached(files: list[Path], size: int, root: Path, key: str) -> np.ndarray:
+    """Decode image files into one uint8 array (N, 3, size, size), cached under ``data/cache/key/``.
+
+    The cache is written into a temporary folder and renamed into place when complete (an
+    interrupted decode leaves nothing half-written), and is checked on every load: the recorded
+    shape, file size and SHA-256 must match, and so must the list of source files. Returns a
+    copy-on-write memory map, so a large split is not read into memory until it is used.
+    """
+    folder = cache_dir(root) / key
+    meta_path, data_path = folder / "meta.json", folder / "images.npy"
+    fingerprint = _fingerprint(files)
+    shape = (len(files), 3, size, size)
+    if meta_path.is_file() and data_path.is_file():
+        try:
+            meta = json.loads(meta_path.read_text())
+            ok = (meta["fingerprint"] == fingerprint and tuple(meta["shape"]) == shape
+                  and data_path.stat().st_size == meta["bytes"] and file_hash(data_path) == meta["sha256"])
+        except (OSError, ValueError, KeyError):
+            ok = False
+        if ok:
+            return np.load(data_path, mmap_mode="c")
+        print(f"{folder}: stale or damaged cache, decoding the images again")
+    tmp = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.mkdir(parents=True)
+    try:
+        out = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.uint8, shape=shape)
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool, \
+                progress(total=len(files), desc=f"decoding {key} (once)", unit="img") as bar:
+            for i, img in enumerate(pool.map(lambda f: _decode_one(f, size), files, chunksize=64)):
+                out[i] = img
+                bar.update()
+        out.flush()
+        del out
+        meta = {"shape": shape, "bytes": (tmp / "images.npy").stat().st_size, "sha256": file_hash(tmp / "images.npy"),
+                "fingerprint": fingerprint, "files": len(files), "source": str(files[0].parent) if files else ""}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return np.load(data_path, mmap_mode="c")
+
+
+def _shuffled(n: int) -> np.ndarray:
+    return np.random.default_rng(ORDER_SEED).permutation(n)
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+
+
+def _from_files(files: list[Path], labels: np.ndarray, size: int, root: Path, key: str,
+                limit: int | None, attributes: np.ndarray | None = None):
+    """Decode files in the fixed shuffled order (only the first ``limit`` when given)."""
+    order = _shuffled(len(files))[:limit]
+    picked = [files[i] for i in order]
+    key = f"{key}-{size}px" + (f"-first{len(picked)}" if len(picked) < len(files) else "")
+    images = decode_cached(picked, size, root, key)
+    return images, labels[order], (attributes[order] if attributes is not None else None)
+
+
+# --------------------------------------------------------------------------- CelebA
+CELEBA_SPLITS = {"train": 0, "test": 2}  # list_eval_partition.txt: 0 train, 1 valid, 2 test
+
+
+def read_celeba(split: str, root: Path, image_size: int | None, limit: int | None) -> RawSplit:
+    """CelebA in torchvision's layout: ``celeba/img_align_celeba/*.jpg`` (178x218 aligned faces),
+    ``list_eval_partition.txt`` (file, split) and ``list_attr_celeba.txt`` (count, 40 names, then
+    file and forty +1/-1 values). Unlabelled: the attributes are kept as ``attributes``."""
+    base = root / "celeba"
+    needed = [base / "img_align_celeba", base / "list_eval_partition.txt", base / "list_attr_celeba.txt"]
+    tried = []
+    if not all(p.exists() for p in needed):
+        tried += [f"{p}: missing" for p in needed if not p.exists()]
+        import torchvision.datasets as tvd
+        _try_download(f"torchvision CelebA download into {base}",
+                      lambda: tvd.CelebA(root=str(root), split="all", download=True), tried)
+    if not all(p.exists() for p in needed):
+        raise _not_found("CelebA", tried,
+            f"torchvision's download from Google Drive is often refused even online. By hand: from the "
+            f"CelebA page (mmlab.ie.cuhk.edu.hk/projects/CelebA.html) open the Google Drive or Baidu "
+            f"links, download Img/img_align_celeba.zip, Anno/list_attr_celeba.txt and "
+            f"Eval/list_eval_partition.txt, then unzip so that {base}/img_align_celeba/000001.jpg exists "
+            f"and put the two .txt files in {base}/. Then nothing needs a network.")
+    partition = dict(line.split() for line in (base / "list_eval_partition.txt").read_text().split("\n") if line.strip())
+    lines = [line.split() for line in (base / "list_attr_celeba.txt").read_text().split("\n") if line.strip()]
+    names = tuple(lines[1])
+    attrs = {row[0]: row[1:] for row in lines[2:]}
+    wanted = sorted(f for f, s in partition.items() if int(s) == CELEBA_SPLITS[split])
+    files = [base / "img_align_celeba" / f for f in wanted]
+    missing = [f for f in files if not f.is_file()]
+    if missing:
+        raise DatasetNotFoundError(f"{len(missing)} images of list_eval_partition.txt are missing from "
+                                   f"{base / 'img_align_celeba'}, e.g. {missing[0].name}; unzip img_align_celeba.zip again")
+    attributes = np.array([[int(v) > 0 for v in attrs[f]] for f in wanted], dtype=np.int64).reshape(len(wanted), len(names))
+    size = image_size or FOLDER_SIZE
+    images, _, attributes = _from_files(files, np.zeros(len(files), np.int64), size, root, f"celeba-{split}", limit, attributes)
+    return RawSplit(images, np.zeros(len(images), np.int64), (), "celeba", "celeba", str(base), attributes, names)
+
+
+# --------------------------------------------------------------------------- folders of images
+def _classes(base: Path, files: list[Path]) -> tuple[str, ...]:
+    """One class per sub-folder of ``base`` that holds images (at any depth below it); none when
+    the images sit directly in ``base``."""
+    top = [f for f in files if f.parent == base]
+    nested = sorted({f.relative_to(base).parts[0] for f in files if f.parent != base})
+    if top and nested:
+        raise ValueError(f"{base} mixes {len(top)} images at its top with class sub-folders "
+                         f"({', '.join(nested[:3])}...); move them into a sub-folder")
+    return tuple(nested)
+
+
+def _labels(base: Path, files: list[Path], classes: tuple[str, ...]) -> np.ndarray:
+    if not classes:
+        return np.zeros(len(files), np.int64)
+    index = {c: i for i, c in enumerate(classes)}
+    first = [f.relative_to(base).parts[0] for f in files]
+    unknown = sorted(set(first) - set(index))
+    if unknown:
+        raise ValueError(f"{base} has class folders that the training split does not: {unknown[:5]}")
+    return np.array([index[c] for c in first], dtype=np.int64)
+
+
+def read_image_folder(path: str) -> Callable:
+    folder = Path(path).expanduser().resolve()
+    slug = f"image_folder-{folder.name}-{hashlib.sha1(str(folder).encode()).hexdigest()[:8]}"
+
+    def read(split: str, root: Path, image_size: int | None, limit: int | None) -> RawSplit:
+        """``PATH/train`` and ``PATH/test`` (or ``PATH/val``) when the folder has them; otherwise
+        the whole folder, split by a stable hash of each file's relative path (1 in 10 to test)."""
+        if not folder.is_dir():
+            raise DatasetNotFoundError(f"image_folder: {folder} is not a folder. Give the path of a folder of "
+                                       "images (class sub-folders become labels), e.g. image_folder:data/faces")
+        if (folder / "train").is_dir():
+            test_dirs = [folder / d for d in ("test", "val") if (folder / d).is_dir()]
+            if split == "test" and not test_dirs:
+                raise DatasetNotFoundError(f"{folder} has a train/ folder but no test/ or val/ folder")
+            classes = _classes(folder / "train", _image_files(folder / "train"))
+            base = folder / "train" if split == "train" else test_dirs[0]
+            files = _image_files(base)
+        else:
+            base, every = folder, _image_files(folder)
+            classes = _classes(folder, every)
+            in_test = lambda f: int(hashlib.sha1(str(f.relative_to(folder)).encode()).hexdigest(), 16) % 10 == 0  # noqa: E731
+            files = [f for f in every if in_test(f) == (split == "test")]
+        if not files:
+            raise DatasetNotFoundError(f"image_folder: no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) for the "
+                                       f"{split!r} split in {base}")
+        images, labels, _ = _from_files(files, _labels(base, files, classes), image_size or FOLDER_SIZE,
+                                        root, f"{slug}-{split}", limit)
+        return RawSplit(images, labels, classes, f"image_folder:{folder.name}", slug, str(base))
+
+    return read
+
+
+# --------------------------------------------------------------------------- Imagenette
+IMAGENETTE_CLASSES = {"n01440764": "tench", "n02102040": "English springer", "n02979186": "cassette player",
+                      "n03000684": "chain saw", "n03028079": "church", "n03394916": "French horn",
+                      "n03417042": "garbage truck", "n03425413": "gas pump", "n03445777": "golf ball",
+                      "n03888257": "parachute"}
+IMAGENETTE_FOLDERS = ("imagenette2-160", "imagenette2-320", "imagenette2")
+
+
+def read_imagenette(split: str, root: Path, image_size: int | None, limit: int | None) -> RawSplit:
+    """fast.ai's Imagenette in torchvision's layout: ``imagenette2-160/{train,val}/<wnid>/*.JPEG``
+    (the 160 px version is plenty for 64x64; 320 px or full size are used if present)."""
+    tried = []
+    found = [root / f for f in IMAGENETTE_FOLDERS if (root / f / "train").is_dir()]
+    if not found:
+        tried += [f"{root / f}/train: missing" for f in IMAGENETTE_FOLDERS]
+        import torchvision.datasets as tvd
+        if _try_download(f"torchvision Imagenette (160px) download into {root}",
+                         lambda: tvd.Imagenette(root=str(root), split="train", size="160px", download=True), tried):
+            found = [root / "imagenette2-160"]
+    if not found:
+        raise _not_found("Imagenette", tried,
+                         f"download imagenette2-160.tgz (fast.ai's imagenette repository on GitHub links it) and "
+                         f"extract it into {root}/ so that {root / 'imagenette2-160/train'} exists")
+    base = found[0]
+    folder = base / ("train" if split == "train" else "val")
+    files = _image_files(folder)
+    wnids = tuple(sorted(IMAGENETTE_CLASSES))  # the same ten classes in both splits
+    images, labels, _ = _from_files(files, _labels(folder, files, wnids), image_size or FOLDER_SIZE,
+                                    root, f"imagenette-{split}", limit)
+    return RawSplit(images, labels, tuple(IMAGENETTE_CLASSES.get(w, w) for w in wnids),
+                    "imagenette", "imagenette", str(folder))
+
+
