@@ -3,7 +3,7 @@
     python -m tools.check_notebooks [notebooks/05_fid.ipynb ...]   # default: every notebook
 
 Reports, per notebook: error outputs; progress bars frozen at their first state ("0%|", the text
-that tqdm's widget leaves when it is saved before it finishes; ``common.runtime.progress`` saves
+that tqdm's widget leaves when it is saved before it finishes; ``common.machinery.runtime.progress`` saves
 the final state instead); widgets whose text fallback is their Python repr ("VBox(children=...")
 rather than a sentence; images drawn below their native size (the warning ``plots.use_course_style``
 makes every displayed figure print under itself when an image gets less than one screen pixel per

@@ -4,7 +4,7 @@
     python -m tools.train_domain_classifier --dataset mnist  # another labelled dataset: data/fid_domain_classifier-<tag>.pt
 
 A maintenance tool, not part of the course's package: notebooks only load the result
-(:class:`common.features.DomainExtractor`). Training is deterministic for a given seed and device:
+(:class:`common.machinery.features.DomainExtractor`). Training is deterministic for a given seed and device:
 ConvClassifier(width 32), Adam with the learning rate decayed to 0 on a cosine over all steps,
 batch 128, no augmentation. About 7 minutes on a 2-core CPU for Fashion-MNIST.
 """
@@ -47,7 +47,7 @@ def train_domain_classifier(dataset: str = "fashion_mnist", epochs: int = RECIPE
 
 
 def ship(dataset: str = "fashion_mnist", device: torch.device | str = "cpu") -> dict:
-    """Train with :data:`RECIPE`, write the weights where :func:`common.features.domain_weights`
+    """Train with :data:`RECIPE`, write the weights where :func:`common.machinery.features.domain_weights`
     looks, and (for the committed Fashion-MNIST file) its record: SHA-256 and test accuracy."""
     model, history, accuracy, tag = train_domain_classifier(dataset, device=device)
     path = features.domain_weights(tag)

@@ -28,11 +28,11 @@ def range_hint(lo: float, hi: float, low: float, high: float) -> str:
     """How to bring a batch seen in [lo, hi] into [low, high] (the course's two ranges)."""
     if hi > 2 and lo >= -1e-3:
         return ("0-255 pixels become [0, 1] with x / 255" if low == 0 else
-                "0-255 pixels become [-1, 1] with common.gan.to_tanh_range(x / 255)")
+                "0-255 pixels become [-1, 1] with common.dcgan.to_tanh_range(x / 255)")
     if low == 0 and -1 - 1e-3 <= lo < 0 and hi <= 1 + 1e-3:
         return "[-1, 1] images (a generator's Tanh output) become [0, 1] with (x + 1) / 2"
     return (f"rescale it to [{low:g}, {high:g}]; if it was normalized (e.g. (x - mean) / std), undo that"
-            + (", then map [0, 1] to [-1, 1] with common.gan.to_tanh_range" if low == -1 else ""))
+            + (", then map [0, 1] to [-1, 1] with common.dcgan.to_tanh_range" if low == -1 else ""))
 
 
 def check_input(x: torch.Tensor, shape: tuple, low: float | None, high: float | None, who: str) -> None:

@@ -4,7 +4,7 @@
 datasets: ``fashion_mnist`` (the default, offline from the Debian package), ``mnist``, ``svhn``,
 ``celeba``, ``dsprites`` (generated from its factors when the official file is absent, and then
 named ``dsprites-procedural``), ``imagenette`` and ``image_folder:PATH``. Where each one is
-looked for, and what a missing one says, is in :mod:`common.sources`. There is never a silent
+looked for, and what a missing one says, is in :mod:`common.machinery.sources`. There is never a silent
 fallback to random or fake data.
 
 A split is one ``uint8`` tensor (N, C, H, W) on the training device (large decoded splits stay

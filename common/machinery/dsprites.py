@@ -9,7 +9,7 @@ official file (the last factor, position y, varies fastest).
 generates the same factor grid procedurally. The generated images are *our* rendering of those
 factors (shape outlines, sprite size and the pixel grid of positions are our choices, stated
 below), so results on them are reported as ``dsprites-procedural``, never as dSprites.
-Used by notebook 01 (latent traversals) through :func:`common.data.load_dataset`.
+Used by notebook 01 (latent traversals) through :func:`common.machinery.data.load_dataset`.
 """
 from __future__ import annotations
 

@@ -234,7 +234,7 @@ def get_extractor(kind: "str | FeatureExtractor", device: torch.device | str = "
 
 
 def extractor_for(data, kind: str = "auto", device: torch.device | str = "cpu") -> FeatureExtractor:
-    """The extractor for a dataset (an :class:`~common.data.ImageData`): with ``kind="auto"`` its
+    """The extractor for a dataset (an :class:`~common.machinery.data.ImageData`): with ``kind="auto"`` its
     domain classifier where one is trained, else Inception-v3."""
     if kind == "auto":
         kind = "domain" if domain_weights(data.tag).is_file() else "inception"

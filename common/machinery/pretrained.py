@@ -1,6 +1,6 @@
 """The course's pretrained models: ``data/pretrained/``, tracked by git, with a manifest.
 
-Each model is one checkpoint file in the course's format (:mod:`common.checkpoints`: plain
+Each model is one checkpoint file in the course's format (:mod:`common.machinery.checkpoints`: plain
 containers, loaded with ``weights_only=True``), named like the notebooks' checkpoints
 (``<model>-<dataset>-<C>x<H>x<W>.pt``). ``manifest.json`` lists, for every file: its SHA-256,
 the budget that trained it (profile, epochs, device, training seconds, date), its metrics, and how

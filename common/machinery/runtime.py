@@ -16,7 +16,7 @@ CUDA is available, else ``cpu``. ``DGM_SMOKE=1`` is an alias of ``DGM_PROFILE=sm
 (``DGM_SMOKE=0``: not smoke, even under CI). A profile only changes sizes and counts.
 
 ``DGM_DATASET=name`` runs a notebook on another dataset without editing it (see
-:func:`common.data.load_dataset` for the names).
+:func:`common.machinery.data.load_dataset` for the names).
 
 Paths: datasets and checkpoints live under ``data/`` at the repository root; ``DGM_DATA_DIR``
 moves them. Checkpoints go to ``data/checkpoints/<profile>/``, so a smoke run never overwrites

@@ -2,7 +2,7 @@
 
 Every reader takes ``(split, root, image_size, limit)`` and returns a :class:`RawSplit` of uint8
 images (N, C, H, W) in a fixed random order (so the first ``limit`` items are a random subset).
-:func:`common.data.load_dataset` is the public entry point; this module is what it dispatches to.
+:func:`common.machinery.data.load_dataset` is the public entry point; this module is what it dispatches to.
 
 | name | read from (under ``root``, i.e. ``data/``) | else |
 |---|---|---|
@@ -209,7 +209,7 @@ def _read_svhn(split: str, root: Path, image_size: int | None, limit: int | None
 
 # --------------------------------------------------------------------------- dSprites
 def _read_dsprites(split: str, root: Path, image_size: int | None, limit: int | None) -> RawSplit:
-    """The official ``.npz`` when present, else the procedural generator (``common.dsprites``).
+    """The official ``.npz`` when present, else the procedural generator (``common.machinery.dsprites``).
     Either way the split is a fixed 90 % / 10 % random split of the 737,280 factor combinations
     (dSprites has no official split), and the label is the shape."""
     from . import dsprites
