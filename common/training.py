@@ -23,7 +23,7 @@ import torch
 
 from .layers import eval_mode
 from .machinery import checkpoints
-from .machinery.checks import check_batch, check_count
+from .machinery.checks import check_batch, check_count, check_finite_floats
 from .machinery.history import History, Pending
 from .machinery.runtime import progress
 
@@ -92,6 +92,7 @@ def train(step: Step, batches: Iterable, epochs: int, *, check: torch.nn.Module 
 
     - ``check``: the model the batches feed; the first batch is checked against what it takes
       (shape, dtype, value range: :func:`~common.machinery.checks.check_batch`), once per run.
+      Without it, the first batch must still be finite floats.
     - ``callbacks`` run after each epoch as ``cb(epoch, history)`` (epochs count from 1); a dict
       they return is added to that epoch's record. Their time is not counted in images/s.
     - Pass an existing ``history`` to continue a run; epochs then count on from where it stopped.
@@ -139,8 +140,8 @@ class _Run:
         self.sums.clear()
         self.counts.clear()
         for x, y in batches:
-            if check is not None and self.n_step == 0:
-                check_batch(x, check)                     # the door: once per run
+            if self.n_step == 0:                          # the door: once per run
+                check_batch(x, check) if check is not None else check_finite_floats(x)
             self.n_step += 1
             self.pending.add(self.n_step, self.call(step, x, y))
             n_images += x.shape[0]

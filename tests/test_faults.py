@@ -760,3 +760,18 @@ def test_the_extractor_id_depends_on_the_weights_content_not_their_path(tmp_path
     assert len(ids) == 1
     torch.jit.script(torch.nn.Sequential(torch.nn.AdaptiveMaxPool2d(1), torch.nn.Flatten())).save(str(tmp_path / "i3.pt"))
     assert features.InceptionExtractor("cpu", weights=tmp_path / "i3.pt").id not in ids  # other weights, other id
+
+
+def test_without_a_model_the_first_training_batch_must_still_be_finite_floats():
+    ran = []
+    step = lambda x, y: ran.append(1) or {"loss": 0.0}  # noqa: E731
+    y = torch.zeros(2, dtype=torch.long)
+    bad = torch.rand(2, 3)
+    bad[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="first batch that contains NaN"):
+        training.train(step, [(bad, y)], 1)
+    with pytest.raises(TypeError, match="expects float tensors, got torch.uint8"):
+        training.train(step, [(torch.zeros(2, 3, dtype=torch.uint8), y)], 1)
+    assert ran == []
+    training.train(step, [(torch.randn(2, 3) * 100, y)], 1)          # any finite floats: a latent VAE's data
+    assert ran == [1]

@@ -107,7 +107,7 @@ def run(name: str, recipe: recipes.Recipe, epochs: int, per_class: int, fid_n: i
                   classifier=extractor.name, real_accuracy=_real_accuracy(clf, test),
                   device=str(device), threads=torch.get_num_threads(), cpu=platform.processor() or platform.machine(),
                   torch=torch.__version__, date=time.strftime("%Y-%m-%d"))
-    training.train(step, batches, epochs, callbacks=[evaluate], desc=name)
+    training.train(step, batches, epochs, check=G, callbacks=[evaluate], desc=name)
     return result
 
 

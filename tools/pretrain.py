@@ -54,7 +54,7 @@ def _vae(name, train, test, budget, device):
     test_loss = lambda epoch, history: {"test_loss": training.evaluate(
         lambda x, y: model.loss(x), test.batches(1000, shuffle=False), model)["loss"]}
     history = training.train(vae.vae_step(model, opt), train.batches(128, seed=SEED), epochs,
-                             callbacks=[test_loss], desc=name)
+                             check=model, callbacks=[test_loss], desc=name)
     config = dict(model.hparams, epochs=epochs, lr=1e-3, batch_size=128, notebook="01_vae")
     return {name: (model, config)}, history, {"test_nll_bound": history.epochs[-1]["test_loss"]}
 
@@ -67,7 +67,8 @@ def _vqvae_priors(train, test, budget, device):
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     probe, _ = train[:5_000]
     history = training.train(training.minimize(lambda x, y: model.loss(x), opt), train.batches(128, seed=SEED), epochs,
-                             callbacks=[vqvae.dead_code_callback(model, probe, True, last_epoch=epochs)], desc="vqvae")
+                             check=model, callbacks=[vqvae.dead_code_callback(model, probe, True, last_epoch=epochs)],
+                             desc="vqvae")
     model.eval()
     with torch.no_grad():
         z = torch.cat([model.encode(x).flatten(1) for x, _ in train.batches(1000, shuffle=False)])
@@ -79,7 +80,7 @@ def _vqvae_priors(train, test, budget, device):
     latent_vae = vae.MLPVAE((z.shape[1],), 32, 256, likelihood="gaussian", sigma2=1.0, bounded=False).to(device)
     opt = torch.optim.Adam(latent_vae.parameters(), lr=1e-3)
     latent_history = training.train(vae.vae_step(latent_vae, opt), latents.batches(128, seed=SEED),
-                                    budget["latent_vae"], desc="latent VAE")
+                                    budget["latent_vae"], check=latent_vae, desc="latent VAE")
     history.seconds += latent_history.seconds
     vq = dict(model.hparams, epochs=epochs, reinit=True, lr=1e-3, batch_size=128, notebook="02_vq_vae")
     models = {"vqvae_gmm_prior": (gmm, dict(vqvae=vq, n_pca=32, n_components=16, points=points)),
@@ -97,7 +98,7 @@ def _dcgan(train, test, budget, device):
     D = dcgan.DCGANDiscriminator(train.image_shape, width).to(device)
     layers.channels_last_on_cpu(G, D)
     opt_G, opt_D = (torch.optim.Adam(m.parameters(), lr=2e-4, betas=(0.5, 0.999)) for m in (G, D))
-    history = training.train(dcgan.dcgan_step(G, D, opt_G, opt_D), train.batches(128, seed=SEED), epochs, desc="DCGAN")
+    history = training.train(dcgan.dcgan_step(G, D, opt_G, opt_D), train.batches(128, seed=SEED), epochs, check=G, desc="DCGAN")
     config = dict(G.hparams, d=D.hparams, epochs=epochs, lr=2e-4, betas=(0.5, 0.999), batch_size=128, notebook="03_dcgan")
     return {"dcgan_generator": (G, config)}, history, {}
 
@@ -110,7 +111,7 @@ def _conditional(name, train, test, budget, device):
     recipe = replace(recipes.WGANGP() if wgan else recipes.CDCGAN(), ema=True)
     torch.manual_seed(SEED)
     G, D, _, _, step, ema = recipes.build(recipe, train.image_shape, len(train.classes), 100, width, width, device)
-    history = training.train(step, train.batches(recipe.batch_size, seed=SEED), epochs, desc=name)
+    history = training.train(step, train.batches(recipe.batch_size, seed=SEED), epochs, check=G, desc=name)
     config = dict(G.hparams, d=D.hparams, gan=type(recipe).__name__, **asdict(recipe), epochs=epochs,
                   ema_decay=ema.decay, notebook="04_conditional_gan")
     return {name: (recalibrate_batch_norm(ema.model), config)}, history, {}

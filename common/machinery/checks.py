@@ -74,6 +74,15 @@ def check_batch(x: torch.Tensor, model: nn.Module) -> None:
     check_input(x, shape, low, high, type(model).__name__)
 
 
+def check_finite_floats(x: torch.Tensor, who: str = "the training loop") -> None:
+    """The door check when no model is named: a float tensor without NaN or infinite values."""
+    if not torch.is_tensor(x) or not x.is_floating_point():
+        raise TypeError(f"{who} expects float tensors, got {getattr(x, 'dtype', type(x).__name__)}; uint8 "
+                        "pixels become [0, 1] floats with x.float() / 255 (ImageData does this when indexed)")
+    if x.numel() and not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{who} got a first batch that contains NaN or infinite values")
+
+
 def check_count(n, what: str = "n") -> int:
     """``n`` as an int >= 1, or a TypeError/ValueError naming ``what``."""
     if isinstance(n, bool) or not isinstance(n, numbers.Integral):
