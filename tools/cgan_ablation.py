@@ -4,7 +4,7 @@
                                            [--out data/results/cgan_ablation]
 
 Each recipe (a :mod:`common.recipes` recipe, built by ``recipes.build`` as notebook 04 builds its
-two) trains a conditional generator on Fashion-MNIST from the same seed with ``training.train``,
+two) trains a conditional generator on Fashion-MNIST from one seed (``--seed``) with ``training.train``,
 and after every epoch records, per class, how often the course's conv classifier (the domain-FID network) assigns
 ``--per-class`` samples to the class they were asked for, and the domain FID of ``--fid-n``
 class-balanced samples against the test set. One JSON file per recipe is written to ``--out``
@@ -62,16 +62,16 @@ CHANNELS = 32                                   # G's and D's width in every rec
 
 
 def run(name: str, recipe: recipes.Recipe, epochs: int, per_class: int, fid_n: int, device, out: Path,
-        limit: int | None = None) -> dict:
+        limit: int | None = None, seed: int = 0) -> dict:
     train = data.load_dataset("fashion_mnist", "train", device=device, limit=limit)
     test = data.load_dataset("fashion_mnist", "test", device=device)
     k = len(train.classes)
     extractor = features.extractor_for(test, "auto", device)
     reference = fid.reference_stats(test, fid_n, extractor)
     clf = extractor.model
-    torch.manual_seed(0)
+    torch.manual_seed(seed)                     # the seed sets G's and D's weights and the batch order
     G, _, _, _, step, ema = recipes.build(recipe, train.image_shape, k, 100, CHANNELS, CHANNELS, device)
-    batches = train.batches(recipe.batch_size, seed=0)
+    batches = train.batches(recipe.batch_size, seed=seed)
     grid_z = torch.randn(8, G.z_dim, generator=torch.Generator().manual_seed(1)).to(device).repeat(k, 1)
     grid_y = torch.arange(k, device=device).repeat_interleave(8)       # rows = classes, same 8 z
 
@@ -94,15 +94,15 @@ def run(name: str, recipe: recipes.Recipe, epochs: int, per_class: int, fid_n: i
         with torch.no_grad(), layers.eval_mode(G):             # the table's sample grid, fixed noise
             grid = dcgan.from_tanh_range(G(grid_z, grid_y)).clamp(0, 1)
         out.mkdir(parents=True, exist_ok=True)
-        tmp = out / (stem(name) + ".tmp.png")
+        tmp = out / (stem(name, seed) + ".tmp.png")
         torchvision.utils.save_image(grid, tmp, nrow=8, padding=1, pad_value=1.0)
         os.replace(tmp, out / result["grid"])
-        save(out, name, result)                 # after the PNG it names
+        save(out, name, seed, result)           # after the PNG it names
 
     settings = dict(loss="wgan-gp" if isinstance(recipe, recipes.WGANGP) else "dcgan", **asdict(recipe),
                     z_dim=100, channels=CHANNELS)
-    result = dict(name=name, order=list(RECIPES).index(name), change=RECIPES[name][0], recipe=settings,
-                  epochs=[], ema_epochs=[], classes=list(train.classes), grid=stem(name) + ".png",
+    result = dict(name=name, order=list(RECIPES).index(name), change=RECIPES[name][0], recipe=settings, seed=seed,
+                  epochs=[], ema_epochs=[], classes=list(train.classes), grid=stem(name, seed) + ".png",
                   fid_n=fid_n, per_class=per_class, train_images=len(train),
                   classifier=extractor.name, real_accuracy=_real_accuracy(clf, test),
                   device=str(device), threads=torch.get_num_threads(), cpu=platform.processor() or platform.machine(),
@@ -115,30 +115,40 @@ def _real_accuracy(clf, test) -> list[float]:
     return classifiers.per_class_accuracy(clf.predict(test[:][0]), test.labels, len(test.classes))
 
 
-def stem(name: str) -> str:
-    """'heads + AC + matching-aware' -> 'heads-ac-matching-aware' (its .json and .png)."""
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+def stem(name: str, seed: int = 0) -> str:
+    """'heads + AC + matching-aware' -> 'heads-ac-matching-aware' (its .json and .png); seed 1 adds '.seed-1'."""
+    base = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    return base if seed == 0 else f"{base}.seed-{seed}"
 
 
-def file_name(name: str) -> str:
-    return stem(name) + ".json"
-
-
-def save(out: Path, name: str, result: dict) -> None:
+def save(out: Path, name: str, seed: int, result: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / (file_name(name) + ".tmp")
+    tmp = out / (stem(name, seed) + ".json.tmp")
     tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, out / file_name(name))
+    os.replace(tmp, out / (stem(name, seed) + ".json"))
 
 
-def load(out: "str | Path") -> dict[str, dict]:
-    """The recorded results in ``out``, by recipe name, in the order of :data:`RECIPES`."""
+#: settings recorded under their names before the recipes were renamed (files from 2026-11)
+OLD_KEYS = {"aux": "class_weight", "mismatch": "matching_weight", "batch": "batch_size"}
+
+
+def load(out: "str | Path") -> dict[str, list[dict]]:
+    """The recorded results in ``out``: recipe name -> one result per seed (seed order), recipes in
+    the order of :data:`RECIPES`. Only files this tool names are read; settings recorded under
+    their old names (:data:`OLD_KEYS`) are read under today's, and a file without a seed is seed 0."""
     out = Path(out)
     found = {}
     for name in RECIPES:
-        path = out / file_name(name)
-        if path.exists():
-            found[name] = json.loads(path.read_text())
+        runs = []
+        for path in sorted(out.glob(stem(name) + "*.json")):
+            suffix = path.name[len(stem(name)):-len(".json")]
+            if suffix == "" or re.fullmatch(r"\.seed-\d+", suffix):
+                r = json.loads(path.read_text())
+                r["recipe"] = {OLD_KEYS.get(k, k): v for k, v in r["recipe"].items() if k != "aux_g"}
+                r.setdefault("seed", 0)
+                runs.append(r)
+        if runs:
+            found[name] = sorted(runs, key=lambda r: r.get("seed", 0))
     return found
 
 
@@ -151,13 +161,16 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
     p.add_argument("--device", default=None)
     p.add_argument("--limit", type=int, default=None, help="train on the first N images only (tests)")
+    p.add_argument("--seed", type=int, default=0, help="weights and batch order (seed 0 writes NAME.json, "
+                   "seed N NAME.seed-N.json)")
     p.add_argument("--out", default="data/results/cgan_ablation")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device) if args.device else runtime.get_device()
     for name in args.only or list(RECIPES):
-        run(name, RECIPES[name][1], args.epochs, args.per_class, args.fid_n, device, Path(args.out), args.limit)
+        run(name, RECIPES[name][1], args.epochs, args.per_class, args.fid_n, device, Path(args.out), args.limit,
+            args.seed)
 
 
 if __name__ == "__main__":
