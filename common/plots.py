@@ -169,42 +169,47 @@ KEY_NAMES = {
 }
 
 
-def curves(histories: Mapping[str, History] | History, keys: Sequence[str], per: str = "epoch",
+def curves(histories: Mapping[str, History] | History, keys: Sequence[str | tuple[str, ...]], per: str = "epoch",
            smooth: int = 1, title: str | None = None, logy: bool = False,
            panel_title: str | None = None, units: str | Mapping[str, str] | None = None,
            names: Mapping[str, str] | None = None) -> Figure:
     """One panel per key, titled in words (``names``, then ``KEY_NAMES``; or one ``panel_title``);
-    one line per run.
+    one line per run. A tuple of keys shares one panel (and one y axis), a line per run and key:
+    ``("loss", "test_loss")`` puts training and test loss where they can be compared.
 
     ``per`` is "epoch" or "step" (steps can be smoothed with a moving average of ``smooth`` steps).
-    ``units`` labels the y axes: one string for every panel, or a {key: unit} mapping. A log axis
-    (``logy``) is labelled with plain numbers (``plain_log_ticks``)."""
+    ``units`` labels the y axes: one string for every panel, or a {key: unit} mapping (a shared
+    panel takes its first key's). A log axis (``logy``) is labelled with plain numbers."""
     if isinstance(histories, History):
         histories = {"": histories}
+    words = lambda key: (names or {}).get(key, KEY_NAMES.get(key, key))
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.2), squeeze=False)
-    for ax, key in zip(axes[0], keys):
+    for ax, panel in zip(axes[0], keys):
+        group = (panel,) if isinstance(panel, str) else tuple(panel)
         for name, h in histories.items():
-            if per == "epoch":
-                x, y = h.series(key)
-            else:
-                raw = h.steps.get(key, [])
-                y = _smooth(raw, smooth)
-                x = np.arange(1, len(y) + 1) + (len(raw) - len(y))  # a moving average ends at its last step
-            if len(y) == 0:
-                continue
-            ax.plot(x, y, label=name or None, marker="o" if per == "epoch" and len(y) < 30 else None, ms=3)
+            for key in group:
+                if per == "epoch":
+                    x, y = h.series(key)
+                else:
+                    raw = h.steps.get(key, [])
+                    y = _smooth(raw, smooth)
+                    x = np.arange(1, len(y) + 1) + (len(raw) - len(y))  # a moving average ends at its last step
+                if len(y) == 0:
+                    continue
+                label = " · ".join(s for s in (name, words(key) if len(group) > 1 else "") if s) or None
+                ax.plot(x, y, label=label, marker="o" if per == "epoch" and len(y) < 30 else None, ms=3)
         ax.set_xlabel("epoch" if per == "epoch" else "training step (batch)")
         if per == "epoch":   # whole epochs: no 1.5 on the axis
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        unit = units.get(key) if isinstance(units, Mapping) else units
+        unit = units.get(group[0]) if isinstance(units, Mapping) else units
         if unit:
             ax.set_ylabel(unit)
-        words = (names or {}).get(key, KEY_NAMES.get(key, key))
-        ax.set_title(words if panel_title is None else panel_title, fontsize=10)
+        default = words(group[0]) if len(group) == 1 else " and ".join(words(k) for k in group)
+        ax.set_title(default if panel_title is None else panel_title, fontsize=10)
         if logy:
             ax.set_yscale("log")
             plain_log_ticks(ax)
-        if any(histories):
+        if any(histories) or len(group) > 1:
             ax.legend(fontsize=8)
     if title:
         fig.suptitle(title, fontsize=11)

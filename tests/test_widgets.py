@@ -140,6 +140,11 @@ def test_plot_helpers_return_figures():
     ticks = [t for t in ax.get_xticks() if 1 <= t <= 2]
     assert ticks == [1, 2], ticks          # whole epochs only, no 1.5
     assert len(plots.curves(h, ["loss"], per="step", smooth=2).axes) == 1
+    h.epochs[0]["test_loss"], h.epochs[1]["test_loss"] = 3.5, 2.5
+    (shared,) = plots.curves({"run": h}, [("loss", "test_loss")]).axes   # one panel, one y axis, two lines
+    assert [line.get_ydata().tolist() for line in shared.get_lines()] == [[3.0, 2.0], [3.5, 2.5]]
+    assert [t.get_text() for t in shared.get_legend().get_texts()] == ["run · training loss", "run · test loss"]
+    assert shared.get_title() == "training loss and test loss"
     assert len(plots.snapshot_rows(h).axes) == 2
     with pytest.raises(ValueError, match="snapshots is empty"):
         plots.snapshot_rows(training.History())
