@@ -14,6 +14,7 @@ Teaching code (what the notebooks write in their ``#@save`` cells, kept identica
     recipes      each GAN training recipe, defined once                     notebook 04
     fid          the Fréchet distance and FID                               notebook 05
     plots, widgets   figures and live sliders
+    diagrams     the VAE, the quantizer and the GAN loop, drawn       notebooks 01-03
 
 Machinery a learner may skip (``common.machinery``): profiles and paths, safe storage, input
 checks at the doors, checkpoints, datasets and their readers, feature extractors, pretrained
