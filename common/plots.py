@@ -175,7 +175,8 @@ def curves(histories: Mapping[str, History] | History, keys: Sequence[str | tupl
            names: Mapping[str, str] | None = None) -> Figure:
     """One panel per key, titled in words (``names``, then ``KEY_NAMES``; or one ``panel_title``);
     one line per run. A tuple of keys shares one panel (and one y axis), a line per run and key:
-    ``("loss", "test_loss")`` puts training and test loss where they can be compared.
+    ``("loss", "test_loss")`` puts training and test loss where they can be compared (with several
+    runs, each run keeps its colour and each key gets a line style).
 
     ``per`` is "epoch" or "step" (steps can be smoothed with a moving average of ``smooth`` steps).
     ``units`` labels the y axes: one string for every panel, or a {key: unit} mapping (a shared
@@ -186,8 +187,8 @@ def curves(histories: Mapping[str, History] | History, keys: Sequence[str | tupl
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.2), squeeze=False)
     for ax, panel in zip(axes[0], keys):
         group = (panel,) if isinstance(panel, str) else tuple(panel)
-        for name, h in histories.items():
-            for key in group:
+        for i, (name, h) in enumerate(histories.items()):
+            for j, key in enumerate(group):
                 if per == "epoch":
                     x, y = h.series(key)
                 else:
@@ -197,7 +198,9 @@ def curves(histories: Mapping[str, History] | History, keys: Sequence[str | tupl
                 if len(y) == 0:
                     continue
                 label = " · ".join(s for s in (name, words(key) if len(group) > 1 else "") if s) or None
-                ax.plot(x, y, label=label, marker="o" if per == "epoch" and len(y) < 30 else None, ms=3)
+                # several runs: a colour per run, a line style per key (solid: the first, e.g. training)
+                style = dict(color=f"C{i}", ls=("-", "--", ":", "-.")[j % 4]) if len(histories) > 1 else {}
+                ax.plot(x, y, label=label, marker="o" if per == "epoch" and len(y) < 30 else None, ms=3, **style)
         ax.set_xlabel("epoch" if per == "epoch" else "training step (batch)")
         if per == "epoch":   # whole epochs: no 1.5 on the axis
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -145,6 +145,8 @@ def test_plot_helpers_return_figures():
     assert [line.get_ydata().tolist() for line in shared.get_lines()] == [[3.0, 2.0], [3.5, 2.5]]
     assert [t.get_text() for t in shared.get_legend().get_texts()] == ["run · training loss", "run · test loss"]
     assert shared.get_title() == "training loss and test loss"
+    two = plots.curves({"a": h, "b": h}, [("loss", "test_loss")]).axes[0].get_lines()
+    assert [(l.get_color(), l.get_linestyle()) for l in two] == [("C0", "-"), ("C0", "--"), ("C1", "-"), ("C1", "--")]
     assert len(plots.snapshot_rows(h).axes) == 2
     with pytest.raises(ValueError, match="snapshots is empty"):
         plots.snapshot_rows(training.History())
