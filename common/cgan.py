@@ -42,7 +42,7 @@ def conv_trunk(c_in: int, widths: list[int], batch_norm: bool) -> nn.Sequential:
 
 
 class ConditionalDiscriminator(Module):
-    """The reports' D: the label's full-size map is stacked on the image as one more input channel,
+    """The label-channel D: the label's full-size map is stacked on the image as one more input channel,
     then the DCGAN convs and one linear score. ``batch_norm``: True for the conditional DCGAN,
     False for a WGAN-GP critic (the penalty is per sample; batch norm would couple a batch)."""
 
@@ -55,7 +55,7 @@ class ConditionalDiscriminator(Module):
         widths = _widths(channels, len(sizes) - 1)              # finest first, e.g. [32, 64]
         self.label = LabelMap(n_classes, sizes[-1])             # one 28x28 map
         self.trunk = conv_trunk(image_shape[0] + 1, widths, batch_norm)
-        self.first = self.trunk[0]                              # its gradient is plotted in notebook 04
+        self.first = self.trunk[0]                              # the first conv (the tests read its gradient)
         self.out = nn.Linear(widths[-1] * sizes[0] ** 2, 1)
         init_dcgan_weights(self)
 

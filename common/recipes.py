@@ -22,7 +22,7 @@ from .layers import channels_last_on_cpu
 @dataclass(frozen=True)
 class Recipe:
     """What both conditional GANs set: how D reads the label, the classifier term, Adam, batch size."""
-    discriminator: str = "heads"       # "channels" (the reports': an extra input channel), "heads"
+    discriminator: str = "heads"       # "channels" (the label as an extra input channel), "heads"
                                        # (one linear head per class on D's features), "projection"
     class_weight: float = 1.0          # auxiliary-classifier (AC-GAN) term; 0 = off
     lr: float = 2e-4
@@ -45,7 +45,7 @@ class CDCGAN(Recipe):
 
 @dataclass(frozen=True)
 class WGANGP(Recipe):
-    """The conditional WGAN-GP: the paper's lambda, betas and batch; lr 2e-4 (paper 1e-4)."""
+    """The conditional WGAN-GP: the paper's lambda, betas and batch; n_critic 1, constant lr 2e-4."""
     betas: tuple = (0.0, 0.9)          # the WGAN-GP paper's
     n_critic: int = 1                  # critic steps per generator step (the paper: 5)
     gp_lambda: float = 10.0            # the paper's
