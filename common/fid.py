@@ -10,6 +10,7 @@ Introduced in notebooks/05_fid.ipynb, which writes these functions in its cells;
 - :func:`fid` -- one call for a generator, images, a dataset or statistics against a reference; the
   result states N and the extractor, since FIDs with another extractor or N are not comparable.
 - :func:`fid_infinity` -- FID extrapolated to infinitely many samples (Chong & Forsyth, 2020).
+- :func:`kid` -- the kernel inception distance (Bińkowski et al., 2018): unbiased at any N.
 
 Feature extraction, the on-disk cache of reference statistics and the checks on fid()'s arguments
 are machinery: :mod:`common.machinery.fid_stats` and :mod:`common.machinery.features`.
@@ -106,6 +107,21 @@ def fid_infinity(features, reference: FIDStats, ns, seed: int = 0) -> tuple[floa
         values.append(frechet_distance(*feature_stats(subset), reference.mu, reference.sigma))
     k, fid_inf = np.polyfit(1 / np.asarray(ns, dtype=np.float64), values, 1)  # slope k, intercept FID_inf
     return float(fid_inf), values
+
+
+def kid(x, y) -> float:
+    """Kernel inception distance (Bińkowski et al., 2018): the unbiased estimate of MMD^2 between
+    (m, d) features x and (n, d) features y with the cubic kernel k(a, b) = (a.b / d + 1)^3.
+
+    MMD^2 = E k(x, x') + E k(y, y') - 2 E k(x, y). The within-set means leave out each vector
+    paired with itself (the diagonal): that makes the estimate unbiased at any m, n, and able to go below 0.
+    """
+    x, y = (np.asarray(f, dtype=np.float64) for f in (x, y))
+    m, n, d = len(x), len(y), x.shape[1]
+    k_xx, k_yy, k_xy = ((a @ b.T / d + 1) ** 3 for a, b in ((x, x), (y, y), (x, y)))  # (m, m), (n, n), (m, n)
+    within_x = (k_xx.sum() - np.trace(k_xx)) / (m * (m - 1))  # mean of k over pairs i != j
+    within_y = (k_yy.sum() - np.trace(k_yy)) / (n * (n - 1))
+    return float(within_x + within_y - 2 * k_xy.mean())
 
 
 def tracking_callback(generator: GenerativeModel, reference, n: int = 2_000, every: int = 1, seed: int = 0,

