@@ -36,6 +36,15 @@ def test_inception_gives_2048_features_deterministically(inception):
     assert inception(colour64).shape == (2, 2048)  # any size and 3 channels
 
 
+def test_inception_in_channels_last_gives_the_features_of_the_contiguous_input(inception):
+    # the speed-up must not change FID: the same network on the same input in the default
+    # (contiguous NCHW) memory order, against what the extractor returns
+    images = data.load_dataset("fashion_mnist", "test", limit=4)[:][0]
+    with torch.inference_mode():
+        plain = inception.model(inception.preprocess(images).contiguous()).float()
+    torch.testing.assert_close(inception(images), plain, rtol=0, atol=1e-4)
+
+
 def test_inception_preprocessing_follows_the_tensorflow_convention(inception):
     x = inception.preprocess(torch.tensor([0.0, 1.0, 0.5]).view(3, 1, 1, 1).expand(3, 1, 28, 28))
     assert x.shape == (3, 3, 299, 299)
