@@ -1,6 +1,7 @@
 """The notebooks stay readable: each main path within its word budget, sentences short (tools/prose.py)."""
 import pytest
 
+from common.machinery.runtime import REPO_ROOT
 from tools import prose
 
 
@@ -21,5 +22,5 @@ def test_optional_sections_start_at_an_optional_heading(tmp_path):
 
 @pytest.mark.parametrize("name", sorted(prose.BUDGET))
 def test_each_main_path_keeps_to_its_budget(name):
-    line, ok = prose.report(prose.Path("notebooks") / f"{name}.ipynb")
+    line, ok = prose.report(REPO_ROOT / "notebooks" / f"{name}.ipynb")   # from any working directory
     assert ok, line
