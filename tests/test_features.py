@@ -88,3 +88,60 @@ def test_the_domain_extractor_checks_its_images_at_the_door():
     with pytest.raises(ValueError, match=r"domain extractor expects values in \[0, 1\].*\(x \+ 1\) / 2"):
         ext(torch.rand(2, 1, 28, 28) * 2 - 1)
     assert ext((torch.rand(2, 1, 28, 28) * 255).to(torch.uint8)).shape == (2, 128)  # uint8 pixels: converted
+
+
+def test_precision_is_part_of_the_extractor_id_so_cached_statistics_never_mix(monkeypatch):
+    fp32 = features.DomainExtractor("cpu", precision="fp32")
+    bf16 = features.DomainExtractor("cpu", precision="bf16")
+    assert (fp32.name, bf16.name) == ("domain classifier", "domain classifier (bf16)")
+    assert bf16.id == fp32.id + "-bf16"
+    test = data.load_dataset("fashion_mnist", "test", limit=200)
+    from common.machinery import fid_stats
+    a = fid_stats.compute_stats(test, 200, fp32, progress=False)
+    with pytest.raises(ValueError, match="different extractors are not comparable"):
+        fid_stats.check_fid_call(torch.rand(4, 1, 28, 28), a, bf16)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        features.DomainExtractor("cpu", precision="fp16")
+    # "auto" is bfloat16 only where the hardware has it
+    monkeypatch.setattr(features, "native_bf16", lambda device: False)
+    assert features.DomainExtractor("cpu").precision == "fp32"
+    assert features.InceptionExtractor("cpu", precision="auto").precision == "fp32"
+    monkeypatch.setattr(features, "native_bf16", lambda device: True)
+    assert features.DomainExtractor("cpu").precision == "bf16"
+    assert features.InceptionExtractor("cpu").precision == "fp32"  # exact unless asked: see its docstring
+
+
+def test_bf16_domain_features_move_the_fid_by_under_one_percent():
+    # the condition for running the domain classifier in bfloat16 by default: real vs real, a
+    # trained model and a noisy set each score within 1 % of their float32 FID
+    from common.fid import feature_stats, frechet_distance
+    from common.machinery import fid_stats, pretrained
+    train, test = data.load_dataset("fashion_mnist", "train"), data.load_dataset("fashion_mnist", "test")
+    G, _ = pretrained.load("dcgan_generator-fashion_mnist-1x28x28")
+    n = 3000
+    noisy = (train[:n][0] + 0.1 * torch.randn(n, 1, 28, 28, generator=torch.Generator().manual_seed(1))).clamp(0, 1)
+    sets = {"real": train, "trained DCGAN": G, "noisy": noisy}
+    fids = {}
+    for precision in ("fp32", "bf16"):
+        ext = features.DomainExtractor("cpu", precision=precision)
+        ref = feature_stats(fid_stats.extract_features(test, n, ext, progress=False))
+        fids[precision] = {k: frechet_distance(*feature_stats(fid_stats.extract_features(s, n, ext, seed=1, progress=False)), *ref)
+                           for k, s in sets.items()}
+    for k in sets:
+        assert fids["bf16"][k] == pytest.approx(fids["fp32"][k], rel=0.01), (k, fids)
+    assert fids["fp32"]["real"] < fids["fp32"]["trained DCGAN"] < fids["fp32"]["noisy"]  # three different regimes
+
+
+def test_extractor_batch_size_does_not_change_the_features(inception):
+    images = data.load_dataset("fashion_mnist", "test", limit=10)[:][0]
+    from common.machinery import fid_stats
+    domain = features.DomainExtractor("cpu", precision="fp32")
+    for ext, sizes in [(inception, (3, 8)), (domain, (4, 128))]:
+        runs = []
+        for size in sizes:
+            ext.batch_size, saved = size, ext.batch_size
+            try:
+                runs.append(fid_stats.extract_features(images, 10, ext, progress=False))
+            finally:
+                ext.batch_size = saved
+        torch.testing.assert_close(runs[0], runs[1], rtol=0, atol=1e-5)
