@@ -35,7 +35,7 @@ except ImportError:  # pragma: no cover - depends on the machine
     sync_playwright = None
 
 MISSING = [what for what, ok in (("Chromium (Debian package chromium)", CHROMIUM), ("Playwright (pip)", sync_playwright)) if not ok]
-pytestmark = [pytest.mark.browser,
+pytestmark = [pytest.mark.browser, pytest.mark.notebooks,
               pytest.mark.skipif(bool(MISSING) and not os.environ.get("CI"),
                                  reason=f"no {' and no '.join(MISSING)} here; bash .ci/setup installs them")]
 
@@ -64,7 +64,9 @@ def lab(tmp_path, request):
     (news / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')   # no news pop-up
     port, token = _free_port(), secrets.token_hex(16)
     env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}   # a learner's kernel draws inline
-    env.update(DGM_PROFILE="smoke", JUPYTER_CONFIG_DIR=str(tmp_path / "jupyter-config"),
+    # what the browser test checks is the page and the widgets, not training: 512 images suffice
+    env.update(DGM_PROFILE="smoke", DGM_CONFIG='{"train_limit": 512, "sprites_train": 512}',
+               JUPYTER_CONFIG_DIR=str(tmp_path / "jupyter-config"),
                JUPYTER_RUNTIME_DIR=str(tmp_path / "jupyter-runtime"),
                JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "lab-settings"),
                JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "lab-workspaces"))

@@ -10,7 +10,7 @@ from common.machinery import runtime
 
 @pytest.fixture
 def clean_env(monkeypatch):
-    for var in ("DGM_PROFILE", "DGM_SMOKE", "CI", "DGM_DATASET"):
+    for var in ("DGM_PROFILE", "DGM_SMOKE", "CI", "DGM_DATASET", "DGM_CONFIG"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     return monkeypatch
@@ -95,6 +95,21 @@ def test_configure_refuses_unknown_fields_and_profiles(clean_env):
         runtime.configure(Config, {"gpu": dict(epoch=3)}, rt)
     with pytest.raises(ValueError, match="unknown profile 'tpu'"):
         runtime.configure(Config, {"tpu": {}}, rt)
+
+
+def test_dgm_config_sets_fields_on_top_of_the_profile_and_says_so(clean_env, capsys):
+    rt = runtime.Runtime("smoke", torch.device("cpu"), 0, runtime.data_dir(), runtime.checkpoint_dir("smoke"))
+    clean_env.setenv("DGM_CONFIG", '{"limit": 7, "lr": 0.5, "fid_n": 3}')
+    assert runtime.configure(Config, PROFILES, rt) == Config(epochs=1, limit=7, lr=0.5)
+    out = capsys.readouterr().out
+    assert "from DGM_CONFIG: limit=7, lr=0.5 (not in this notebook's config: fid_n)" in out
+    clean_env.setenv("DGM_CONFIG", '{"dataset": "mnist", "limit": [1, 2]}')
+    assert runtime.configure(Config, PROFILES, rt, show=False).limit == (1, 2)  # lists become tuples
+    for bad, message in [("epochs=1", "must be a JSON object"), ("[1]", "must be a JSON object"),
+                         ('{"epochs": {"a": 1}}', "nested config")]:
+        clean_env.setenv("DGM_CONFIG", bad)
+        with pytest.raises(ValueError, match=message):
+            runtime.configure(Config, PROFILES, rt, show=False)
 
 
 def test_dataset_override_is_read_from_the_environment(clean_env):

@@ -16,7 +16,9 @@ CUDA is available, else ``cpu``. ``DGM_SMOKE=1`` is an alias of ``DGM_PROFILE=sm
 (``DGM_SMOKE=0``: not smoke, even under CI). A profile only changes sizes and counts.
 
 ``DGM_DATASET=name`` runs a notebook on another dataset without editing it (see
-:func:`common.machinery.data.load_dataset` for the names).
+:func:`common.machinery.data.load_dataset` for the names). ``DGM_CONFIG='{"epochs": 1}'`` (a JSON
+object) sets config fields on top of the profile, in every notebook whose config has them; the
+tests use it to run the 64x64 and colour paths at the smallest size that still executes them.
 
 Paths: datasets and checkpoints live under ``data/`` at the repository root; ``DGM_DATA_DIR``
 moves them. Checkpoints go to ``data/checkpoints/<profile>/``, so a smoke run never overwrites
@@ -25,6 +27,7 @@ the models of a real run.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import random
 from dataclasses import dataclass
@@ -35,6 +38,7 @@ import numpy as np
 import torch
 
 PROFILE_VAR, SMOKE_VAR, DATASET_VAR, DATA_VAR = "DGM_PROFILE", "DGM_SMOKE", "DGM_DATASET", "DGM_DATA_DIR"
+CONFIG_VAR = "DGM_CONFIG"
 PROFILES = ("smoke", "cpu", "gpu")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_DIR = REPO_ROOT / "data"   # what git ships, read-only: pretrained models, the FID domain classifier
@@ -195,11 +199,37 @@ def configure(config_cls: type, profiles: Mapping[str, Mapping[str, Any]], rt: R
     cfg = dataclasses.replace(config_cls(), **profiles.get(rt.profile, {}))
     if rt.dataset and "dataset" in fields:
         cfg = dataclasses.replace(cfg, dataset=rt.dataset)
+    overrides, ignored = config_overrides(fields)
+    cfg = dataclasses.replace(cfg, **overrides)
     if show:
         print(profile_table(config_cls, profiles, rt.profile))
         if rt.dataset:
             print(f"dataset: {cfg.dataset} (from {DATASET_VAR})")
+        if overrides or ignored:
+            print(f"from {CONFIG_VAR}: " + ", ".join(f"{k}={v!r}" for k, v in overrides.items())
+                  + (f" (not in this notebook's config: {', '.join(ignored)})" if ignored else ""))
     return cfg
+
+
+def config_overrides(fields: set[str]) -> tuple[dict[str, Any], list[str]]:
+    """The ``DGM_CONFIG`` fields this config has (lists become tuples, as configs hold them) and
+    the names of those it does not have. Not JSON, or not an object: a ValueError naming the fix."""
+    text = os.environ.get(CONFIG_VAR, "").strip()
+    if not text:
+        return {}, []
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{CONFIG_VAR} must be a JSON object such as '{{\"epochs\": 1}}', got {text!r} "
+                         f"({err.msg})") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"{CONFIG_VAR} must be a JSON object such as '{{\"epochs\": 1}}', got {text!r}")
+    nested = sorted(k for k, v in values.items() if isinstance(v, dict))
+    if nested:
+        raise ValueError(f"{CONFIG_VAR} sets {nested} to a JSON object; a nested config (a recipe) is set in the "
+                         "notebook's config cell, not from the environment")
+    tupled = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    return ({k: v for k, v in tupled.items() if k in fields}, sorted(k for k in tupled if k not in fields))
 
 
 def profile_table(config_cls: type, profiles: Mapping[str, Mapping[str, Any]], active: str) -> str:
