@@ -1,6 +1,8 @@
-"""How fast is the course's training loop against a plain PyTorch loop of the same DCGAN?
+"""How fast is the course's training loop against a plain PyTorch loop of the same DCGAN, and how
+much faster does each model's step get in bfloat16 or with channels-last weights?
 
     .venv/bin/python -m tools.benchmark_loop [--steps 200] [--repeats 3] [--device cpu|cuda|mps]
+    .venv/bin/python -m tools.benchmark_loop --variants [--models dcgan cwgan_gp ...] [--size 28|64]
 
 Four loops train the same DCGAN (notebook 03's sizes, batch 128, Fashion-MNIST held on the
 device and cut by indexing) from the same initial weights:
@@ -16,6 +18,19 @@ device and cut by indexing) from the same initial weights:
 
 Each is timed ``--repeats`` times over ``--steps`` batches after a warm-up; the median images/s is
 reported with the ratio to ``plain``. A benchmark, not a test: numbers vary with the machine.
+
+``--variants`` times every model's training step (the course's own step functions, batches cut
+from a device tensor) four ways, interleaved, and prints each as a ratio to the first:
+
+- ``fp32``: float32 weights in the default (contiguous NCHW) memory order;
+- ``channels_last``: the conv weights stored NHWC (:func:`common.layers.channels_last_on_cpu`
+  does this on the CPU for the GANs of notebooks 03 and 04);
+- ``bf16``: the step under ``torch.autocast(dtype=torch.bfloat16)`` (weights and optimiser stay
+  float32; convolutions and matrix products run in bfloat16);
+- ``bf16+channels_last``: both.
+
+The models: notebook 01's MLP and conv VAE, notebook 02's VQ-VAE, notebook 03's DCGAN and notebook
+04's conditional DCGAN and WGAN-GP, at the ``cpu`` profile's widths and batch sizes.
 """
 from __future__ import annotations
 
@@ -26,8 +41,8 @@ import time
 
 import torch
 
-from common import dcgan, training
-from common.machinery import data, runtime
+from common import dcgan, recipes, training, vae, vqvae
+from common.machinery import data, features, runtime
 
 
 def _sync(device: torch.device) -> None:
@@ -75,12 +90,88 @@ def run(kind: str, models, train: data.ImageData, steps: int, seed: int, device:
     return steps * 128 / (time.perf_counter() - start)
 
 
+# ---- every model's step, four ways
+
+VARIANTS = ("fp32", "channels_last", "bf16", "bf16+channels_last")
+MODELS = ("vae_mlp", "vae_conv", "vqvae", "dcgan", "cdcgan", "cwgan_gp")
+
+
+def build_step(model: str, shape: tuple, n_classes: int, device: torch.device, seed: int = 0):
+    """(modules, step, batch size) of one model as its notebook trains it (``cpu`` profile widths)."""
+    torch.manual_seed(seed)
+    if model in ("vae_mlp", "vae_conv"):
+        m = (vae.MLPVAE(shape, 20, 400, "bernoulli", None) if model == "vae_mlp" else
+             vae.ConvVAE(shape, 20, 32, likelihood="bernoulli", sigma2=None)).to(device)
+        return [m], vae.vae_step(m, torch.optim.Adam(m.parameters(), lr=1e-3)), 128
+    if model == "vqvae":
+        m = vqvae.VQVAE(shape, 256, 16, 32, 0.25).to(device)
+        return [m], training.minimize(lambda x, y: m.loss(x), torch.optim.Adam(m.parameters(), lr=1e-3)), 128
+    if model == "dcgan":
+        G, D = dcgan.DCGANGenerator(shape, 100, 32).to(device), dcgan.DCGANDiscriminator(shape, 32).to(device)
+        opt_G, opt_D = (torch.optim.Adam(p.parameters(), lr=2e-4, betas=(0.5, 0.999)) for p in (G, D))
+        return [G, D], dcgan.dcgan_step(G, D, opt_G, opt_D), 128
+    recipe = recipes.WGANGP() if model == "cwgan_gp" else recipes.CDCGAN()
+    parts = recipes.build(recipe, shape, n_classes, 100, 32, 32, device)
+    for m in (parts.G, parts.D):  # build() stores CPU weights channels-last: start from the default here
+        m.to(memory_format=torch.contiguous_format)
+    return [parts.G, parts.D], parts.step, recipe.batch_size
+
+
+def time_step(model: str, variant: str, x: torch.Tensor, y: torch.Tensor, n_classes: int, steps: int,
+              device: torch.device, warmup: int = 3) -> float:
+    """Images/s of ``steps`` training steps of ``model`` in ``variant`` on batches cut from (x, y)."""
+    modules, step, batch = build_step(model, tuple(x.shape[1:]), n_classes, device)
+    if "channels_last" in variant:
+        for m in modules:
+            m.to(memory_format=torch.channels_last)
+    bf16 = "bf16" in variant
+
+    def run(n: int, start: int) -> None:
+        for i in range(n):
+            j = ((start + i) * batch) % (len(x) - batch)
+            with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
+                step(x[j:j + batch], y[j:j + batch])
+
+    run(warmup, 0)
+    _sync(device)
+    t = time.perf_counter()
+    run(steps, warmup)
+    _sync(device)
+    return steps * batch / (time.perf_counter() - t)
+
+
+def variants_main(args) -> None:
+    device = runtime.get_device(args.device)
+    shape = (1, 28, 28) if args.size == 28 else (3, 64, 64)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(4096, *shape, generator=g).to(device)   # the data is not what is timed: held on the device
+    y = torch.randint(0, 10, (4096,), generator=g).to(device)
+    print(f"training steps at {'x'.join(map(str, shape))} on {device} (torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads; bfloat16 native here: {features.native_bf16(device)}), "
+          f"{args.steps} steps x {args.repeats} interleaved repeats, median images/s")
+    for model in args.models:
+        rates: dict[str, list[float]] = {v: [] for v in VARIANTS}
+        for _ in range(args.repeats):
+            for v in VARIANTS:
+                rates[v].append(time_step(model, v, x, y, 10, args.steps, device))
+        base = statistics.median(rates["fp32"])
+        row = "  ".join(f"{v} {statistics.median(rates[v]):>7,.0f} ({statistics.median(rates[v]) / base:.2f}x)"
+                        for v in VARIANTS)
+        print(f"  {model:<9} {row}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default=None)
+    parser.add_argument("--variants", action="store_true", help="time every model's step in fp32/bf16/channels_last")
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    parser.add_argument("--size", type=int, choices=(28, 64), default=28)
     args = parser.parse_args()
+    if args.variants:
+        variants_main(args)
+        return
     device = runtime.get_device(args.device)
     train = data.load_dataset("fashion_mnist", "train", device=device)
     torch.manual_seed(0)
