@@ -133,15 +133,18 @@ def test_bf16_domain_features_move_the_fid_by_under_one_percent():
 
 
 def test_extractor_batch_size_does_not_change_the_features(inception):
+    # neither of images, nor of a generator's samples (drawn in fixed chunks, not per extractor batch)
+    from common.machinery import fid_stats, pretrained
     images = data.load_dataset("fashion_mnist", "test", limit=10)[:][0]
-    from common.machinery import fid_stats
+    G, _ = pretrained.load("cdcgan_generator-fashion_mnist-1x28x28")
     domain = features.DomainExtractor("cpu", precision="fp32")
-    for ext, sizes in [(inception, (3, 8)), (domain, (4, 128))]:
+    for ext, source, n, sizes in [(inception, images, 10, (3, 8)), (domain, images, 10, (4, 128)),
+                                  (domain, G, 700, (25, 1000))]:
         runs = []
         for size in sizes:
             ext.batch_size, saved = size, ext.batch_size
             try:
-                runs.append(fid_stats.extract_features(images, 10, ext, progress=False))
+                runs.append(fid_stats.extract_features(source, n, ext, seed=3, progress=False))
             finally:
                 ext.batch_size = saved
         torch.testing.assert_close(runs[0], runs[1], rtol=0, atol=1e-5)

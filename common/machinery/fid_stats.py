@@ -128,14 +128,19 @@ def image_shape_of(source) -> tuple:
     return tuple(shape) if isinstance(shape, (tuple, list)) else ()
 
 
+SAMPLE_CHUNK = 500   # a generator's samples for FID are drawn this many at a time
+
+
 def _batches(source, n: int, batch_size: int, seed: int):
     """Yield image batches in [0, 1]: n samples of a generator (class labels balanced for a
     conditional one) or n images of a tensor / dataset (a seeded random subset if it has more)."""
     if _is_generator(source):
+        # drawn in chunks of a fixed size, then cut to the extractor's batches: the samples (and so
+        # the FID) do not depend on the extractor's batch size, which differs between CPU and GPU
         labels = torch.arange(n) % source.n_classes if source.conditional else None
-        for i in range(0, n, batch_size):
-            b = min(batch_size, n - i)
-            yield source.sample(b, None if labels is None else labels[i:i + b])
+        for i in range(0, n, SAMPLE_CHUNK):
+            b = min(SAMPLE_CHUNK, n - i)
+            yield from source.sample(b, None if labels is None else labels[i:i + b]).split(batch_size)
         return
     total = len(source)
     if n > total:
