@@ -35,7 +35,7 @@ except ImportError:  # pragma: no cover - depends on the machine
     sync_playwright = None
 
 MISSING = [what for what, ok in (("Chromium (Debian package chromium)", CHROMIUM), ("Playwright (pip)", sync_playwright)) if not ok]
-pytestmark = [pytest.mark.browser, pytest.mark.notebooks,
+pytestmark = [pytest.mark.browser, pytest.mark.long,
               pytest.mark.skipif(bool(MISSING) and not os.environ.get("CI"),
                                  reason=f"no {' and no '.join(MISSING)} here; bash .ci/setup installs them")]
 

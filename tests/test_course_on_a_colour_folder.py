@@ -10,7 +10,7 @@ from test_notebooks import run_notebooks, write_shapes
 from common.machinery import features
 
 
-@pytest.mark.notebooks
+@pytest.mark.long
 def test_the_whole_course_runs_on_a_colour_image_folder(tmp_path, monkeypatch):
     write_shapes(tmp_path / "shapes")
     dataset = f"image_folder:{tmp_path / 'shapes'}"

@@ -66,7 +66,7 @@ def run_notebooks(names, dataset, data_dir, profile="smoke", config=None):
     return subprocess.run(cmd, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=1200)
 
 
-@pytest.mark.notebooks
+@pytest.mark.long
 def test_notebooks_01_and_03_run_on_dsprites(tmp_path):
     result = run_notebooks(["01_vae", "03_dcgan"], "dsprites", tmp_path,
                            config={"fid_n": 32, "train_limit": 512, "sprites_train": 512})
@@ -74,7 +74,7 @@ def test_notebooks_01_and_03_run_on_dsprites(tmp_path):
     assert list((tmp_path / "checkpoints" / "smoke").glob("dcgan_generator-dsprites_procedural-1x64x64.pt"))
 
 
-@pytest.mark.notebooks
+@pytest.mark.long
 def test_notebook_04_refuses_an_unlabelled_dataset_with_a_clear_message(tmp_path):
     for i in range(20):
         Image.new("RGB", (32, 32), (10 * i, 0, 0)).save(tmp_path / f"{i}.png")

@@ -70,6 +70,7 @@ def test_a_domain_classifier_needs_labels(tmp_path, monkeypatch):
         train_domain_classifier.train_domain_classifier(f"image_folder:{tmp_path}", epochs=1)
 
 
+@pytest.mark.long
 def test_cgan_ablation_records_every_epoch_and_reads_back(tmp_path):
     """The ablation tool on 256 training images: one JSON per recipe, written atomically, with the
     per-class accuracy and FID of every epoch; load() returns them in the table's order."""
