@@ -180,3 +180,37 @@ def test_dsprites_limit_bounds_the_memory_a_load_uses(tmp_path, compressed):
         tracemalloc.stop()
     assert len(d) == 10
     assert peak < n * 64 * 64 / 3, f"peak {peak / 2**20:.1f} MiB to load 10 of {n} images"
+
+
+# --------------------------------------------------------------------------- SVHN (.mat)
+
+
+def write_svhn(root, x, y):
+    from scipy.io import savemat
+    (root / "SVHN").mkdir(exist_ok=True)
+    path = root / "SVHN" / "test_32x32.mat"
+    savemat(path, {"X": x, "y": y})
+    return path
+
+
+@pytest.mark.parametrize("x, found", [
+    (np.linspace(0, 1, 32 * 32 * 3 * 4).reshape(32, 32, 3, 4), r"float64 from 0 to 1"),        # would be all zeros
+    (np.arange(32 * 32 * 3 * 4, dtype=np.int16).reshape(32, 32, 3, 4) - 100, r"int16 from -100 to 12187"),  # wraps
+    (np.full((32, 32, 3, 4), 200.0, np.float32), r"float32 from 200 to 200"),
+], ids=["float 0..1", "int16", "float32 0..255"])
+def test_svhn_images_that_are_not_uint8_are_refused_with_the_fix(tmp_path, x, found):
+    path = write_svhn(tmp_path, x, np.array([[1], [2], [3], [10]], np.uint8))
+    with pytest.raises(data.CorruptDatasetError, match=found) as err:
+        data.load_dataset("svhn", "test", root=tmp_path)
+    msg = str(err.value)
+    assert msg.startswith(str(path)) and "X must be uint8 (0-255)" in msg
+    assert "delete it" in msg and "astype(np.uint8)" in msg          # fetch it again, or convert yours
+
+
+def test_svhn_labels_must_be_whole_numbers(tmp_path):
+    path = write_svhn(tmp_path, np.zeros((32, 32, 3, 2), np.uint8), np.array([[1.5], [2.0]]))
+    with pytest.raises(data.CorruptDatasetError, match=r"labels must be whole numbers 1-10, found 1\.5") as err:
+        data.load_dataset("svhn", "test", root=tmp_path)
+    assert str(path) in str(err.value)
+    write_svhn(tmp_path, np.zeros((32, 32, 3, 2), np.uint8), np.array([[1.0], [10.0]]))   # MATLAB's doubles
+    assert data.load_dataset("svhn", "test", root=tmp_path).labels.tolist() == [1, 0]
