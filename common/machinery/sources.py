@@ -232,8 +232,8 @@ def _read_dsprites(split: str, root: Path, image_size: int | None, limit: int | 
     for path in (root / "dsprites" / dsprites.NPZ_NAME, root / dsprites.NPZ_NAME):
         if path.is_file():
             images, factors = dsprites.read_npz(path, split, limit)   # only the rows kept
-            images *= np.uint8(255)                                    # 0/1 -> 0/255, in place
-            return RawSplit(images[:, None], factors[:, 0], dsprites.SHAPES, "dsprites",
+            images *= np.uint8(255)             # 0/1 -> 0/255 in place; a tensor, so load_dataset keeps it uncopied
+            return RawSplit(torch.from_numpy(images[:, None]), factors[:, 0], dsprites.SHAPES, "dsprites",
                             "dsprites", str(path), factors, dsprites.FACTOR_NAMES)
     idx = torch.from_numpy(dsprites.split_indices(split)[:limit])
     factors = dsprites.factors_of(idx)
