@@ -112,6 +112,8 @@ def render(factors: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
     return out
 
 
+# The official file, read without np.load: that would load a whole 3 GB array to keep `limit` rows,
+# and its errors on a bad file suggest allow_pickle=True.
 REFETCH = f"delete it and download it again from {URL} (without it, the images are generated from their factors)"
 
 
@@ -144,7 +146,7 @@ class _Array:
 
 def _header(z: zipfile.ZipFile, path: Path, key: str) -> _Array:
     """The header of the member ``key.npy``, checked against the member's size; no data is read and
-    nothing is unpickled (numpy's own reader would do both, and its errors suggest allow_pickle)."""
+    nothing is unpickled."""
     try:
         info = z.getinfo(f"{key}.npy")
     except KeyError:
@@ -189,12 +191,13 @@ def _npy_header(f: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype, int]:
 
 
 def _read_rows(z: zipfile.ZipFile, path: Path, array: _Array, rows: np.ndarray) -> np.ndarray:
-    """``array[rows]``, holding about CHUNK_BYTES of the rest at a time: a compressed member can only
-    be read from its start, so it is read in chunks, in order, and the wanted rows are copied out
-    of each. Reading stops after the last wanted row."""
+    """``array[rows]``, holding about CHUNK_BYTES of the file's data at a time besides the rows kept:
+    a compressed member can only be read from its start, so it is read in chunks, in order, and the
+    wanted rows are copied out of each. Reading stops after the last wanted row."""
     row_shape = array.shape[1:]
+    row_bytes = math.prod(row_shape) * array.dtype.itemsize
+    per_chunk = max(1, CHUNK_BYTES // max(1, row_bytes))
     out = np.empty((len(rows),) + row_shape, array.dtype)
-    per_chunk = max(1, CHUNK_BYTES // max(1, out[0:1].nbytes))
     order = np.argsort(rows, kind="stable")
     wanted = rows[order]                                     # ascending; out[order[i]] is row wanted[i]
     done = start = 0
@@ -203,7 +206,7 @@ def _read_rows(z: zipfile.ZipFile, path: Path, array: _Array, rows: np.ndarray) 
             f.seek(array.offset)
             while done < len(wanted):
                 n = min(per_chunk, array.shape[0] - start)
-                chunk = np.frombuffer(f.read(n * out[0:1].nbytes), array.dtype).reshape((n,) + row_shape)
+                chunk = np.frombuffer(f.read(n * row_bytes), array.dtype).reshape((n,) + row_shape)
                 stop = int(np.searchsorted(wanted, start + n))    # wanted[done:stop] lie in this chunk
                 out[order[done:stop]] = chunk[wanted[done:stop] - start]
                 done, start = stop, start + n
