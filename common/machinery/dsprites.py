@@ -13,13 +13,24 @@ Used by notebook 01 (latent traversals) through :func:`common.machinery.data.loa
 """
 from __future__ import annotations
 
+import io
 import math
+import struct
+import zipfile
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import torch
 
+from .sources import CorruptDatasetError
+
 NPZ_NAME = "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz"
+URL = f"https://github.com/deepmind/dsprites-dataset/raw/master/{NPZ_NAME}"  # where it is published
+MAX_HEADER_BYTES = 10_000  # of a .npy header; numpy's limit too (the official file's are 128 bytes)
+CHUNK_BYTES = 1 << 18  # read_npz holds about three times this of the file at once, beside the rows it keeps
 SHAPES = ("square", "ellipse", "heart")
 FACTOR_NAMES = ("shape", "scale", "orientation", "pos_x", "pos_y")
 FACTOR_SIZES = (3, 6, 40, 32, 32)
@@ -101,15 +112,152 @@ def render(factors: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
     return out
 
 
-def read_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """The official file's ``imgs`` (N, 64, 64) of 0/1 and factor classes (N, 5), without the
-    colour column. Read without unpickling (its ``metadata`` entry, a pickle, is never opened)."""
-    with np.load(path, allow_pickle=False) as f:
-        try:
-            images, classes = f["imgs"], f["latents_classes"]
-        except KeyError as err:
-            raise ValueError(f"{path} has no {err} array; it is not the dSprites file, delete it") from err
-    if images.ndim != 3 or images.shape[1:] != (SIZE, SIZE) or classes.shape != (len(images), 6):
-        raise ValueError(f"{path}: expected imgs (N, 64, 64) and latents_classes (N, 6), "
-                         f"got {images.shape} and {classes.shape}")
-    return images.astype(np.uint8), classes[:, 1:].astype(np.int64)
+# The official file, read without np.load: that would load a whole 3 GB array to keep `limit` rows,
+# and its errors on a bad file suggest allow_pickle=True.
+REFETCH = f"delete it and download it again from {URL} (without it, the images are generated from their factors)"
+
+
+def _open_zip(path: Path) -> zipfile.ZipFile:
+    """The .npz as a zip, or an error that says what the file is instead (a web page, nothing, a part)."""
+    try:
+        return zipfile.ZipFile(path)
+    except zipfile.BadZipFile as err:
+        why = str(err)
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if not head:
+        raise CorruptDatasetError(f"{path} is empty (0 bytes): a download that failed; {REFETCH}")
+    if head.lstrip()[:1] == b"<":
+        raise CorruptDatasetError(f"{path} is a web page (it starts with {head.lstrip()[:30]!r}), not the .npz: "
+                                  f"a download saved the page instead of the file; {REFETCH}")
+    if head[:2] == b"PK":
+        raise CorruptDatasetError(f"{path} is truncated or damaged: its zip directory cannot be read ({why}); {REFETCH}")
+    raise CorruptDatasetError(f"{path} is not a .npz (zip) file (it starts with {head[:16]!r}); {REFETCH}")
+
+
+@dataclass
+class _Array:
+    """One array of the .npz as its .npy header declares it: the shape and dtype, and where its data starts."""
+    key: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    offset: int
+
+
+def _header(z: zipfile.ZipFile, path: Path, key: str) -> _Array:
+    """The header of the member ``key.npy``, checked against the member's size; no data is read and
+    nothing is unpickled."""
+    try:
+        info = z.getinfo(f"{key}.npy")
+    except KeyError:
+        raise CorruptDatasetError(f"{path} has no {key!r} array, so it is not the dSprites file; {REFETCH}") from None
+    try:
+        with z.open(info) as f:
+            shape, fortran_order, dtype, offset = _npy_header(f)
+    except (ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        raise CorruptDatasetError(f"{path}: its {key}.npy has a damaged .npy header ({str(err).splitlines()[0]}); "
+                                  f"{REFETCH}") from None
+    nbytes, held = math.prod(shape) * dtype.itemsize, info.file_size - offset
+    if dtype.hasobject:
+        problem = ("holds Python objects (dtype object), which only unpickling could read (it is never unpickled "
+                   "here: a pickle can run code)")
+    elif fortran_order and len(shape) > 1:
+        problem = "is stored in Fortran order, not row by row as published"
+    elif shape and shape[0] > N_IMAGES:
+        problem = f"declares {shape[0]:,} images, but dSprites has {N_IMAGES:,}"
+    elif nbytes != held:
+        problem = f"declares shape {shape} ({nbytes:,} bytes), but holds {held:,} bytes"
+    else:
+        return _Array(key, shape, dtype, offset)
+    raise CorruptDatasetError(f"{path}: {key} {problem}; {REFETCH}")
+
+
+def _npy_header(f: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """(shape, fortran_order, dtype, offset of the data) of a .npy stream of version 1.0 or 2.0. The
+    header's declared length is checked before it is read: numpy reads all of it (up to 4 GB in
+    version 2.0) before its own limit of 10,000 bytes applies."""
+    start = f.read(12)     # magic (6 bytes), version (2), header length (2 or 4), then the header
+    if len(start) < 12 or start[:6] != b"\x93NUMPY" or start[6:8] not in (b"\x01\x00", b"\x02\x00"):
+        raise ValueError(f"not a .npy file of version 1.0 or 2.0 (it starts with {start[:8]!r})")
+    v1 = start[6] == 1
+    length = struct.unpack("<H" if v1 else "<I", start[8:10] if v1 else start[8:12])[0]
+    if length > MAX_HEADER_BYTES:
+        raise ValueError(f"it declares a header of {length:,} bytes, over numpy's limit of {MAX_HEADER_BYTES:,}")
+    offset = (10 if v1 else 12) + length
+    head = io.BytesIO(start + f.read(offset - len(start)))
+    np.lib.format.read_magic(head)
+    read = np.lib.format.read_array_header_1_0 if v1 else np.lib.format.read_array_header_2_0
+    return (*read(head), offset)
+
+
+def _read_rows(z: zipfile.ZipFile, path: Path, array: _Array, rows: np.ndarray) -> np.ndarray:
+    """``array[rows]``, holding about CHUNK_BYTES of the file's data at a time besides the rows kept:
+    a compressed member can only be read from its start, so it is read in chunks, in order, and the
+    wanted rows are copied out of each. Reading stops after the last wanted row."""
+    row_shape = array.shape[1:]
+    row_bytes = math.prod(row_shape) * array.dtype.itemsize
+    per_chunk = max(1, CHUNK_BYTES // max(1, row_bytes))
+    out = np.empty((len(rows),) + row_shape, array.dtype)
+    order = np.argsort(rows, kind="stable")
+    wanted = rows[order]                                     # ascending; out[order[i]] is row wanted[i]
+    done = start = 0
+    try:
+        with z.open(f"{array.key}.npy") as f:
+            f.seek(array.offset)
+            while done < len(wanted):
+                n = min(per_chunk, array.shape[0] - start)
+                chunk = np.frombuffer(f.read(n * row_bytes), array.dtype).reshape((n,) + row_shape)
+                stop = int(np.searchsorted(wanted, start + n))    # wanted[done:stop] lie in this chunk
+                out[order[done:stop]] = chunk[wanted[done:stop] - start]
+                done, start = stop, start + n
+    except (ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:   # a short read cannot be reshaped
+        raise CorruptDatasetError(f"{path}: its {array.key} array is truncated or damaged ({err}); {REFETCH}") from None
+    return out
+
+
+def read_npz(path: str | Path, split: str, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The official file's ``imgs`` (M, 64, 64) of 0/1 and factor classes (M, 5), without the colour
+    column, of the first ``limit`` images of ``split`` (:func:`split_indices`; all of them for
+    ``None``). Only those rows are kept in memory (the whole file holds 3 GB of images), and
+    nothing is unpickled (its ``metadata`` entry, a pickle, is never opened).
+
+    The file must be as published: ``imgs`` uint8 of 0 and 1 (a file of 0/255 is refused too, not
+    converted), ``latents_classes`` (N, 6) integers within each factor's classes. Anything else
+    is a :class:`CorruptDatasetError` naming the file and the fix; values are checked on the rows read."""
+    path = Path(path)
+    with _open_zip(path) as z:
+        images, classes = _header(z, path, "imgs"), _header(z, path, "latents_classes")
+        n = images.shape[0] if images.shape else 0
+        if len(images.shape) != 3 or images.shape[1:] != (SIZE, SIZE) or classes.shape != (n, 6):
+            raise CorruptDatasetError(f"{path}: expected imgs (N, 64, 64) and latents_classes (N, 6), got "
+                                      f"{images.shape} and {classes.shape}; {REFETCH}")
+        _check_dtypes(path, images.dtype, classes.dtype)
+        rows = split_indices(split, n)[:limit]
+        found, factors = _read_rows(z, path, images, rows), _read_rows(z, path, classes, rows)[:, 1:]
+    _check_values(path, found, factors)
+    return found, factors.astype(np.int64)
+
+
+def _convert(path: Path) -> str:
+    return (f"download the official file from {URL}, or convert yours: np.savez({path.name!r}, "
+            "imgs=(imgs > imgs.max() / 2).astype(np.uint8), latents_classes=latents_classes)")
+
+
+def _check_dtypes(path: Path, images: np.dtype, classes: np.dtype) -> None:
+    if images != np.uint8:       # float 0..1 would read as zeros, wider integers would wrap
+        raise CorruptDatasetError(f"{path}: imgs must be uint8 of 0 and 1 (the published format), found "
+                                  f"{images.name}; {_convert(path)}")
+    if classes.kind not in "iu":
+        raise CorruptDatasetError(f"{path}: latents_classes must be integers, found {classes.name}; {REFETCH}")
+
+
+def _check_values(path: Path, images: np.ndarray, factors: np.ndarray) -> None:
+    if images.size and images.max() > 1:        # e.g. 0/255: times 255 it would wrap
+        raise CorruptDatasetError(f"{path}: imgs must be uint8 of 0 and 1 (the published format), found "
+                                  f"{images.dtype} of {images.min()} to {images.max()}; {_convert(path)}")
+    # The shape (column 0) is the label, which load_dataset checks against the classes for every source.
+    for k in range(1, len(FACTOR_NAMES)):
+        low, high = (int(factors[:, k].min()), int(factors[:, k].max())) if len(factors) else (0, 0)
+        if low < 0 or high >= FACTOR_SIZES[k]:
+            raise CorruptDatasetError(f"{path}: {FACTOR_NAMES[k]} classes run from 0 to {FACTOR_SIZES[k] - 1}, "
+                                      f"found {low} to {high}; {REFETCH}")

@@ -194,17 +194,32 @@ def _read_svhn(split: str, root: Path, image_size: int | None, limit: int | None
     from scipy.io import loadmat
     try:
         mat = loadmat(path)
-        x, y = mat["X"], mat["y"].astype(np.int64).reshape(-1)
+        x, y = mat["X"], mat["y"].reshape(-1)
     except Exception as err:  # noqa: BLE001
         raise CorruptDatasetError(f"{path} is not a readable SVHN .mat file ({type(err).__name__}: "
                                   f"{str(err)[:160]}); {REFETCH}") from None
     if x.ndim != 4 or x.shape[:3] != (32, 32, 3) or x.shape[3] != len(y):
         raise CorruptDatasetError(f"{path}: expected X of shape (32, 32, 3, N) and N labels, got {x.shape} "
                                   f"and {len(y)}; {REFETCH}")
+    if x.dtype != np.uint8:  # as published; float 0..1 would become zeros and wider integers would wrap
+        raise CorruptDatasetError(f"{path}: X must be uint8 (0-255) as published, found {_values(x)}; {REFETCH}, "
+                                  "or convert yours: X.astype(np.uint8) if it holds whole numbers 0-255, "
+                                  "(X * 255).round().astype(np.uint8) if 0-1")
+    if y.dtype.kind not in "iuf" or np.any(y != np.round(y)):  # MATLAB saves labels as doubles: 1.0 is fine
+        bad = y.dtype if y.dtype.kind not in "iuf" else y[y != np.round(y)][0]
+        raise CorruptDatasetError(f"{path}: SVHN labels must be whole numbers 1-10, found {bad}; {REFETCH}")
     if len(y) and (y.min() < 1 or y.max() > 10):
-        raise CorruptDatasetError(f"{path}: SVHN labels run from 1 to 10, found {y.min()} to {y.max()}; {REFETCH}")
+        raise CorruptDatasetError(f"{path}: SVHN labels run from 1 to 10, found {y.min():g} to {y.max():g}; {REFETCH}")
+    y = y.astype(np.int64)
     y[y == 10] = 0  # SVHN labels the digit 0 as 10
     return RawSplit(np.ascontiguousarray(x.transpose(3, 2, 0, 1)), y, DIGITS, "svhn", "svhn", source=str(path))
+
+
+def _values(a: np.ndarray) -> str:
+    """An array's dtype and value range, for messages: "float64 from 0 to 1"."""
+    if a.dtype.kind not in "iuf" or not a.size:
+        return str(a.dtype)
+    return f"{a.dtype} from {a.min():g} to {a.max():g}"
 
 
 # --------------------------------------------------------------------------- dSprites
@@ -216,10 +231,10 @@ def _read_dsprites(split: str, root: Path, image_size: int | None, limit: int | 
 
     for path in (root / "dsprites" / dsprites.NPZ_NAME, root / dsprites.NPZ_NAME):
         if path.is_file():
-            images, factors = dsprites.read_npz(path)
-            idx = dsprites.split_indices(split, len(images))[:limit]
-            return RawSplit(images[idx][:, None] * np.uint8(255), factors[idx, 0], dsprites.SHAPES, "dsprites",
-                            "dsprites", str(path), factors[idx], dsprites.FACTOR_NAMES)
+            images, factors = dsprites.read_npz(path, split, limit)   # only the rows kept
+            images *= np.uint8(255)             # 0/1 -> 0/255 in place; a tensor, so load_dataset keeps it uncopied
+            return RawSplit(torch.from_numpy(images[:, None]), factors[:, 0], dsprites.SHAPES, "dsprites",
+                            "dsprites", str(path), factors, dsprites.FACTOR_NAMES)
     idx = torch.from_numpy(dsprites.split_indices(split)[:limit])
     factors = dsprites.factors_of(idx)
     return RawSplit(dsprites.render(factors), factors[:, 0].numpy(), dsprites.SHAPES, "dsprites-procedural",
