@@ -37,6 +37,85 @@ def folder_data(seed: int, n: int = 200) -> data.ImageData:
                           "image_folder-faces-1a2b3c4d")
 
 
+# --------------------------------------------------------------------------- 1. stale reference statistics
+
+
+def test_reference_statistics_are_recomputed_when_the_images_change(tmp_path, monkeypatch):
+    monkeypatch.setenv("DGM_DATA_DIR", str(tmp_path))
+    ext = MeanStdExtractor()
+    old = fid.reference_stats(folder_data(0), 100, ext, progress=False)
+    assert fid.reference_stats(folder_data(0), 100, ext, progress=False).n == 100 and ext.seen == 100  # cached
+    replaced = folder_data(1)          # the images replaced by others: same names, count and shape
+    with pytest.warns(UserWarning, match="computed from other images of image_folder:faces/train.*recomputing"):
+        new = fid.reference_stats(replaced, 100, ext, progress=False)
+    assert ext.seen == 200 and not np.array_equal(new.mu, old.mu)
+    assert fid.fid(replaced, new, 100, ext, progress=False).value == pytest.approx(0, abs=1e-9)
+    (path,) = (tmp_path / "fid_stats").glob("*.npz")       # one file per key, rewritten, never two
+    assert fid.FIDStats.load(path).data_id == new.data_id != old.data_id
+
+
+def test_only_the_images_the_statistics_use_are_their_identity(tmp_path, monkeypatch):
+    monkeypatch.setenv("DGM_DATA_DIR", str(tmp_path))
+    ext, d = MeanStdExtractor(), folder_data(0)
+    fid.reference_stats(d, 100, ext, progress=False)
+    used = fid_stats.subset_order(len(d), 100, seed=0)
+    unused = sorted(set(range(len(d))) - set(used.tolist()))[0]
+    d.images[unused] = 255 - d.images[unused]             # a pixel the statistics never saw
+    fid.reference_stats(d, 100, ext, progress=False)
+    assert ext.seen == 100
+    d.images[used[-1], 0, 3, 3] ^= 1                        # one pixel of one image they did see
+    with pytest.warns(UserWarning, match="recomputing"):
+        fid.reference_stats(d, 100, ext, progress=False)
+    assert ext.seen == 200
+
+
+def test_statistics_written_without_the_images_identity_are_recomputed_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("DGM_DATA_DIR", str(tmp_path))
+    ext, d = MeanStdExtractor(), folder_data(0)
+    good = fid.reference_stats(d, 100, ext, progress=False)
+    (path,) = (tmp_path / "fid_stats").glob("*.npz")
+    np.savez(path, mu=good.mu + 1, sigma=good.sigma, n=good.n, extractor_id=good.extractor_id,  # an older file
+             source=good.source, image_shape=np.asarray(good.image_shape))
+    with pytest.warns(UserWarning, match=f"{path.name} does not record which images.*recomputing"):
+        again = fid.reference_stats(d, 100, ext, progress=False)
+    assert np.array_equal(again.mu, good.mu) and fid.FIDStats.load(path).data_id == good.data_id
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fid.reference_stats(d, 100, ext, progress=False)   # now it is served, silently
+    assert ext.seen == 200
+
+
+# --------------------------------------------------------------------------- 2. an unwritable FID cache
+
+
+@pytest.mark.parametrize("code", [errno.EROFS, errno.ENOSPC])
+def test_fid_returns_its_value_when_the_statistics_cache_cannot_be_written(tmp_path, monkeypatch, code):
+    monkeypatch.setenv("DGM_DATA_DIR", str(tmp_path))
+
+    def refuses(f, **arrays):
+        raise OSError(code, "simulated")
+
+    monkeypatch.setattr(np, "savez", refuses)
+    ext, d = MeanStdExtractor(), folder_data(0)
+    with pytest.warns(UserWarning) as caught:
+        first = fid.fid(d, d, 100, ext, progress=False)
+        second = fid.fid(d, d, 100, ext, progress=False)
+    assert first.value == pytest.approx(0, abs=1e-9) and second.value == first.value
+    notes = [str(w.message) for w in caught if "not cached" in str(w.message)]
+    assert len(notes) == 1, "warned once per folder, not at every call"
+    assert str(tmp_path / "fid_stats") in notes[0] and "DGM_DATA_DIR" in notes[0] and "simulated" in notes[0]
+    assert list((tmp_path / "fid_stats").iterdir()) == []   # no temporary left behind
+
+
+def test_a_file_as_the_data_folder_still_gives_fid_statistics_with_a_warning(tmp_path, monkeypatch):
+    blocker = tmp_path / "data"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("DGM_DATA_DIR", str(blocker))
+    with pytest.warns(UserWarning, match=f"not cached.*DGM_DATA_DIR={blocker} is a file"):
+        stats = fid.reference_stats(folder_data(0), 100, MeanStdExtractor(), progress=False)
+    assert stats.n == 100 and blocker.read_text() == "not a folder"
+
+
 # --------------------------------------------------------------------------- 5. DGM_DATASET without a dataset field
 
 
