@@ -116,6 +116,38 @@ def test_a_file_as_the_data_folder_still_gives_fid_statistics_with_a_warning(tmp
     assert stats.n == 100 and blocker.read_text() == "not a folder"
 
 
+# --------------------------------------------------------------------------- 3. the Inception override
+
+
+@pytest.fixture
+def scripted_net(tmp_path):
+    path = tmp_path / "not_inception.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # torch.jit.script's deprecation notice
+        torch.jit.script(torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())).save(str(path))
+    return path
+
+
+def test_inception_weights_from_the_environment_warn_when_their_hash_is_not_the_recorded_one(scripted_net, monkeypatch):
+    monkeypatch.setenv(features.INCEPTION_VAR, str(scripted_net))
+    sha1 = storage.file_hash(scripted_net, "sha1")
+    with pytest.warns(UserWarning, match=rf"{features.INCEPTION_VAR}={scripted_net} has SHA-1 {sha1}, not the "
+                      rf"recorded {features.INCEPTION_SHA1}.*runs its code.*trust"):
+        ext = features.InceptionExtractor("cpu")
+    assert ext.id == f"inception-{sha1[:12]}"
+    assert "runs" in features.inception_weights_path.__doc__ and "trust" in features.InceptionExtractor.__doc__
+
+
+def test_a_copy_of_the_recorded_network_loads_silently_under_the_recorded_id(scripted_net, monkeypatch):
+    sha1 = storage.file_hash(scripted_net, "sha1")
+    monkeypatch.setattr(features, "INCEPTION_SHA1", sha1)   # as if it were the recorded network
+    monkeypatch.setenv(features.INCEPTION_VAR, str(scripted_net))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ext = features.InceptionExtractor("cpu")
+    assert ext.id == f"inception-{sha1[:12]}"
+
+
 # --------------------------------------------------------------------------- 5. DGM_DATASET without a dataset field
 
 
