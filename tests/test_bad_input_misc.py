@@ -148,6 +148,57 @@ def test_a_copy_of_the_recorded_network_loads_silently_under_the_recorded_id(scr
     assert ext.id == f"inception-{sha1[:12]}"
 
 
+# --------------------------------------------------------------------------- 4. slerp's ends
+
+
+def finite_norms(points):
+    assert torch.isfinite(points).all()
+    return points.flatten(1).norm(dim=1)
+
+
+@pytest.mark.parametrize("scale", [1.0, 3.0])
+def test_slerp_between_antipodal_ends_goes_around_with_interpolated_norms(scale):
+    z = torch.randn(512, generator=torch.Generator().manual_seed(0))
+    arc = widgets.slerp(z, -scale * z, 5)
+    assert torch.equal(arc[0], z) and torch.equal(arc[-1], -scale * z)
+    expected = z.norm() * torch.linspace(1, scale, 5)
+    torch.testing.assert_close(finite_norms(arc), expected, rtol=1e-5, atol=0)
+    cos = (arc[2] @ z / (arc[2].norm() * z.norm())).item()
+    assert abs(cos) < 1e-5                                  # half way round: orthogonal to both ends
+    assert torch.equal(widgets.slerp(z, -scale * z, 5), arc)    # the same path every time
+
+
+def test_slerp_between_nearly_antipodal_ends_stays_finite_and_keeps_the_ends_exactly():
+    g = torch.Generator().manual_seed(1)
+    z = torch.randn(64, generator=g)
+    for eps in (1e-3, 1e-6, 1e-8, 0.0):
+        z1 = -z + eps * torch.randn(64, generator=g)
+        arc = widgets.slerp(z, z1, 7)
+        assert torch.equal(arc[0], z) and torch.equal(arc[-1], z1), eps
+        norms = finite_norms(arc)
+        lo, hi = sorted((z.norm().item(), z1.norm().item()))
+        assert (norms > 0.999 * lo).all() and (norms < 1.001 * hi).all(), (eps, norms)
+
+
+def test_slerp_with_coincident_or_zero_ends_is_the_line_with_exact_ends():
+    z = torch.randn(3, 8, generator=torch.Generator().manual_seed(2))
+    zero = torch.zeros_like(z)
+    for z0, z1 in [(z, z), (z, z * (1 + 1e-7)), (z, 2 * z), (zero, z), (z, zero), (zero, zero)]:
+        arc = widgets.slerp(z0, z1, 5)
+        assert torch.equal(arc[0], z0) and torch.equal(arc[-1], z1)
+        torch.testing.assert_close(arc, widgets.lerp(z0, z1, 5))
+        finite_norms(arc)
+
+
+def test_slerp_ends_are_the_inputs_bitwise_for_any_pair():
+    g = torch.Generator().manual_seed(3)
+    for _ in range(20):
+        z0, z1 = torch.randn(100, generator=g) * 7, torch.randn(100, generator=g) * 0.3
+        for spherical in (False, True):
+            points = widgets.path(z0, z1, [0.0, 0.5, 1.0], spherical=spherical)
+            assert torch.equal(points[0], z0) and torch.equal(points[-1], z1)
+
+
 # --------------------------------------------------------------------------- 5. DGM_DATASET without a dataset field
 
 
