@@ -83,9 +83,11 @@ def data_dir() -> Path:
     path = Path(value or REPO_ROOT / "data").expanduser().resolve()
     existing = _nearest_existing(path)
     if not existing.is_dir():
+        what = f"{DATA_VAR}={value}" if value else f"the data folder {path}"
         where = "is" if existing == path else f"is under {existing}, which is"
-        raise NotADirectoryError(f"{DATA_VAR}={value} {where} a file, not a folder; set {DATA_VAR} to a folder "
-                                 "(it is created if missing), or unset it to use data/ in the repository")
+        unset = ", or unset it to use data/ in the repository" if value else ""
+        raise NotADirectoryError(f"{what} {where} a file, not a folder; set {DATA_VAR} to a folder "
+                                 f"(it is created if missing){unset}")
     return path
 
 
@@ -236,8 +238,8 @@ def configure(config_cls: type, profiles: Mapping[str, Mapping[str, Any]], rt: R
               show: bool = True):
     """The notebook's config for ``rt``'s profile: ``config_cls()`` with ``profiles[rt.profile]``'s
     values applied, then the ``DGM_DATASET`` override (ignored, with a warning, by a config
-    without a ``dataset`` field). With ``show``, print every field that a
-    profile changes, the profiles side by side, so a learner sees what each one trains."""
+    without a ``dataset`` field). With ``show``, print every field that a profile changes, the
+    profiles side by side, so a learner sees what each one trains."""
     fields = {f.name for f in dataclasses.fields(config_cls)}
     for name, values in profiles.items():
         if name not in PROFILES:
