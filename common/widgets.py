@@ -14,7 +14,6 @@ Introduced in notebooks/01_vae.ipynb.
 from __future__ import annotations
 
 import io
-import math
 from typing import Callable, Sequence
 
 import ipywidgets as W
@@ -42,6 +41,14 @@ def slerp(z0: torch.Tensor, z1: torch.Tensor, steps: int) -> torch.Tensor:
     noise in many dimensions almost all the mass lies near a sphere of radius sqrt(d), and a straight
     line between two samples cuts through the less likely inside (its midpoint has about 1/sqrt(2)
     of their norm); the spherical path keeps the norm.
+
+    The direction turns from z0's to z1's at a constant angular speed and the norm goes linearly
+    from |z0| to |z1|: White's formula sin((1-t)W)/sin(W) z0 + sin(tW)/sin(W) z1 when the norms are
+    equal, and still finite when they are not and the ends point (nearly) opposite ways, where
+    that formula's norm grows without bound. Opposite ends have no one great circle: the path
+    then turns through a fixed direction (the coordinate axis least aligned with z0, made
+    orthogonal to it), the same at every call. A zero end, ends in one direction, or 1-D
+    latents: the straight line. The first and last points are z0 and z1 themselves, bitwise.
     """
     _check_ends(z0, z1, steps)
     return path(z0, z1, torch.linspace(0, 1, steps, device=z0.device), spherical=True)
@@ -53,14 +60,33 @@ def path(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor | Sequence[float],
     if z0.shape != z1.shape:
         raise ValueError(f"z0 and z1 must have the same shape, got {tuple(z0.shape)} and {tuple(z1.shape)}")
     t = torch.as_tensor(t, dtype=z0.dtype, device=z0.device).view(-1, *([1] * z0.dim()))
-    if spherical:
-        a, b = z0.flatten().double(), z1.flatten().double()
-        cos = (a @ b / (a.norm() * b.norm()).clamp_min(1e-12)).clamp(-1, 1)
-        omega = torch.arccos(cos).item()
-        if omega > 1e-4:  # else the two directions coincide and the arc is the line
-            s = math.sin(omega)
-            return (torch.sin((1 - t) * omega) / s) * z0 + (torch.sin(t * omega) / s) * z1
-    return (1 - t) * z0 + t * z1
+    points = _arc(z0, z1, t) if spherical else None
+    if points is None:
+        points = (1 - t) * z0 + t * z1
+    # the ends are the inputs themselves: round-off in the formulas would move them by an ulp or so
+    return torch.where(t == 0, z0, torch.where(t == 1, z1, points))
+
+
+def _arc(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor) -> torch.Tensor | None:
+    """The spherical path of :func:`slerp` at positions ``t``, in float64, or None where it is
+    the straight line (a zero end, one direction, 1-D)."""
+    a, b = z0.flatten().double(), z1.flatten().double()
+    r0, r1 = a.norm(), b.norm()
+    if r0 == 0 or r1 == 0 or len(a) < 2:
+        return None
+    u0, u1 = a / r0, b / r1
+    omega = 2 * torch.atan2((u0 - u1).norm(), (u0 + u1).norm())   # the angle, accurate near 0 and pi
+    if omega <= 1e-4:   # the two directions coincide: the arc is the line
+        return None
+    v = u1 - (u0 @ u1) * u0   # the way from u0 towards u1, orthogonal to u0
+    if v.norm() < 1e-6:      # (nearly) opposite: no great circle is singled out, so take a fixed one
+        v = torch.zeros_like(u0)
+        v[u0.abs().argmin()] = 1
+        v = v - (u0 @ v) * u0
+    v = v / v.norm()
+    s = t.double().view(-1, 1)
+    direction = torch.cos(s * omega) * u0 + torch.sin(s * omega) * v
+    return (((1 - s) * r0 + s * r1) * direction).to(z0.dtype).view(len(s), *z0.shape)
 
 
 def _check_ends(z0, z1, steps):

