@@ -106,27 +106,27 @@ def test_a_full_disk_decodes_in_memory_with_a_warning_and_leaves_no_partial_cach
     assert not (root / "cache").exists() or list((root / "cache").iterdir()) == []  # nothing partial left
 
 
-@pytest.mark.parametrize("unwritable", ["file-valued", "read-only"])
+@pytest.mark.parametrize("unwritable", ["file-valued", "read-only", "unsearchable"])
 def test_an_unwritable_cache_folder_decodes_in_memory_with_one_warning_naming_it(tmp_path, monkeypatch, unwritable):
     files = solid_pngs(tmp_path / "imgs", RED)
     root = tmp_path / "root"
     if unwritable == "file-valued":
         root.write_text("not a folder")
-    else:  # chmod does not stop root, which the tests may run as: refuse the way a read-only folder does
-        real_mkdir = pathlib.Path.mkdir
+    else:  # chmod does not stop root, which the tests may run as: refuse the way the folder's mode would
+        for method in ("mkdir", "stat") if unwritable == "unsearchable" else ("mkdir",):
+            def refused(self, *args, _real=getattr(pathlib.Path, method), **kwargs):
+                if root in self.parents or self == root:
+                    raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+                return _real(self, *args, **kwargs)
 
-        def read_only(self, *args, **kwargs):
-            if root in self.parents or self == root:
-                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
-            return real_mkdir(self, *args, **kwargs)
-
-        monkeypatch.setattr(pathlib.Path, "mkdir", read_only)
+            monkeypatch.setattr(pathlib.Path, method, refused)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         images = folders.decode_cached(files, SIZE, root, "k")
     assert np.array_equal(images, expected(RED))
     (w,) = caught
     assert str(root / "cache" / "k") in str(w.message) and "set DGM_DATA_DIR to a writable folder" in str(w.message)
+    monkeypatch.undo()
     assert root.is_file() if unwritable == "file-valued" else not root.exists()
 
 

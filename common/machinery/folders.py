@@ -83,7 +83,10 @@ def _cached(folder: Path, shape: tuple, fingerprint: str) -> tuple[np.ndarray | 
     """The cache in ``folder`` as a copy-on-write memory map when it is whole and was built from
     these files; else None and why not ("" when there is none)."""
     meta_path, data_path = folder / "meta.json", folder / "images.npy"
-    if not (meta_path.is_file() and data_path.is_file()):
+    try:
+        if not (meta_path.is_file() and data_path.is_file()):
+            return None, ""
+    except OSError:  # e.g. a folder this user may not search: as if there were no cache
         return None, ""
     try:
         meta = json.loads(meta_path.read_text())
