@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import signal
 import socket
-import tempfile
 import threading
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Callable, Iterator
@@ -38,30 +39,49 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _remove_stale_temporaries(path: Path) -> None:
-    """Delete ``.<name>.<host>-<pid>.*.tmp`` files next to ``path`` that processes of this host
-    left behind and that no longer run (on a shared folder, other hosts' files are left alone)."""
-    prefix = f".{path.name}.{_HOST}-"
+def _temporary_prefix(path: Path) -> str:
+    """``.<name>.<host>-``: the start of the name of every temporary for ``path``, the name cut to
+    100 bytes so that a temporary's name stays a legal file name (255 bytes) for any target."""
+    name = path.name.encode()[:100].decode(errors="ignore")
+    return f".{name}.{_HOST}-"
+
+
+def temporary_path(path: str | Path) -> Path:
+    """A fresh name next to ``path`` for a temporary file or folder of this process:
+    ``.<name>.<host>-<pid>.<random>.tmp``, which :func:`remove_stale_temporaries` recognises."""
+    path = Path(path)
+    return path.with_name(f"{_temporary_prefix(path)}{os.getpid()}.{uuid.uuid4().hex}.tmp")
+
+
+def remove_stale_temporaries(path: str | Path) -> None:
+    """Delete the temporaries (files or folders) next to ``path`` that processes of this host left
+    behind and that no longer run; live ones and other hosts' (on a shared folder) are left alone."""
+    path = Path(path)
+    prefix = _temporary_prefix(path)
     for tmp in path.parent.iterdir():
         if tmp.name.startswith(prefix) and tmp.name.endswith(".tmp"):
             pid = tmp.name[len(prefix):].split(".")[0]
             if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
-                tmp.unlink(missing_ok=True)
+                if tmp.is_dir() and not tmp.is_symlink():
+                    shutil.rmtree(tmp, ignore_errors=True)
+                else:
+                    tmp.unlink(missing_ok=True)
 
 
 @contextmanager
 def atomic_write(path: str | Path, check: Callable[[Path], None] | None = None) -> Iterator[IO[bytes]]:
     """Write ``path`` all or nothing: the block writes to a uniquely named temporary file next to
-    it (``.<name>.<host>-<pid>.*.tmp``), which is flushed to disk, given to ``check`` (which may
-    raise), and renamed over ``path``. On any exception the temporary is removed and ``path`` is
-    untouched; temporaries that killed processes of this host left behind are removed first."""
+    it (:func:`temporary_path`), which is flushed to disk, given to ``check`` (which may raise),
+    and renamed over ``path``. On any exception the temporary is removed and ``path`` is
+    untouched; temporaries that killed processes of this host left behind are removed first. The
+    file gets the mode a plain ``open()`` gives (0o666 less the umask), so a shared data folder
+    stays readable to those it is shared with."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(path)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.{_HOST}-{os.getpid()}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(name)
+    remove_stale_temporaries(path)
+    tmp = temporary_path(path)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "xb") as f:  # "x": created here, never an existing file or a link
             yield f
             f.flush()
             os.fsync(f.fileno())
