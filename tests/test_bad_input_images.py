@@ -1,0 +1,156 @@
+"""Bad input in folders of images (issue 27): pixel modes that were clipped, decompression bombs,
+symbolic links and paths that leave the folder, system folders, EXIF orientation, undecodable file
+names, mixed layouts and damaged CelebA text files. One test per guard, named after it."""
+import os
+import struct
+import threading
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from common.machinery import data, folders
+from test_data import png
+
+
+def load(folder, split="train", root=None, **kwargs):
+    return data.load_dataset(f"image_folder:{folder}", split, root=root or folder.parent / "root", **kwargs)
+
+
+def decoded(path, size=64):
+    """What the decoder makes of one file: (size, size, 3) uint8."""
+    return folders._decode_one(path, size).transpose(1, 2, 0)
+
+
+# --------------------------------------------------------------------------- pixel modes
+
+
+GRADIENT16 = np.tile(np.linspace(0, 65535, 64).round().astype(np.uint16), (64, 1))  # 0 .. 65535 left to right
+
+
+@pytest.mark.parametrize("name, array", [("g16.png", GRADIENT16), ("g16b.tif", GRADIENT16.astype(">u2"))])
+def test_sixteen_bit_images_are_scaled_not_clipped(tmp_path, name, array):
+    Image.fromarray(array).save(tmp_path / name)
+    assert Image.open(tmp_path / name).mode in ("I;16", "I;16B")
+    got = decoded(tmp_path / name)
+    expected = np.round(GRADIENT16 / 257)
+    assert np.abs(got[..., 0].astype(int) - expected).max() <= 1  # was [0, 64, 128, 192, 255, 255, ...]
+    assert (got[..., 0] == got[..., 1]).all() and (got[..., 1] == got[..., 2]).all()
+
+
+def test_float_tiff_in_zero_to_one_is_scaled_to_0_255(tmp_path):
+    values = np.tile(np.linspace(0, 1, 64, dtype=np.float32), (64, 1))
+    Image.fromarray(values, mode="F").save(tmp_path / "f.tif")
+    got = decoded(tmp_path / "f.tif")[..., 0]
+    assert np.abs(got.astype(int) - np.round(values * 255)).max() <= 1  # was all 0 and 1
+
+
+@pytest.mark.parametrize("values, shown", [(np.linspace(0, 1000, 64), "0 to 1e+03"),
+                                           (np.linspace(-1, 1, 64), "-1 to 1")])
+def test_float_tiff_outside_zero_to_one_is_refused_naming_file_and_mode(tmp_path, values, shown):
+    Image.fromarray(np.tile(values.astype(np.float32), (64, 1)), mode="F").save(tmp_path / "depth.tif")
+    with pytest.raises(data.CorruptDatasetError) as err:
+        decoded(tmp_path / "depth.tif")
+    msg = str(err.value)
+    assert str(tmp_path / "depth.tif") in msg and "mode F" in msg and shown in msg
+    assert "rescale it to [0, 1]" in msg and "8-bit" in msg
+
+
+def test_int32_tiff_beyond_sixteen_bits_is_refused_and_within_is_scaled(tmp_path):
+    wide = np.tile(np.linspace(0, 2**20, 64).astype(np.int32), (64, 1))
+    Image.fromarray(wide).save(tmp_path / "wide.tif")
+    assert Image.open(tmp_path / "wide.tif").mode == "I"
+    with pytest.raises(data.CorruptDatasetError) as err:
+        decoded(tmp_path / "wide.tif")
+    msg = str(err.value)
+    assert str(tmp_path / "wide.tif") in msg and "mode I" in msg and "1048576" in msg and "8-bit" in msg
+    Image.fromarray(GRADIENT16.astype(np.int32)).save(tmp_path / "narrow.tif")
+    assert np.abs(decoded(tmp_path / "narrow.tif")[..., 0].astype(int) - np.round(GRADIENT16 / 257)).max() <= 1
+
+
+# --------------------------------------------------------------------------- decompression bombs
+
+
+def bilevel_png(path, width, height):
+    """A black 1-bit PNG written row by row: a file of a few KB that decodes to width x height pixels."""
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    z = zlib.compressobj(9)
+    row = bytes(1 + (width + 7) // 8)  # filter byte, then the packed bits
+    idat = b"".join(z.compress(row) for _ in range(height)) + z.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+def test_an_image_of_too_many_pixels_is_refused_before_it_is_decoded(tmp_path):
+    side = 6000  # 36 million pixels, under Pillow's own limit (89 million), in a file of a few KB
+    assert side * side > folders.MAX_DECODED_PIXELS and folders.MAX_DECODED_PIXELS <= Image.MAX_IMAGE_PIXELS // 5
+    for i in range(3):
+        png(tmp_path / "ds" / "train" / f"{i}.png")
+    bilevel_png(tmp_path / "ds" / "train" / "bomb.png", side, side)
+    assert (tmp_path / "ds" / "train" / "bomb.png").stat().st_size < 50_000
+    start = time.perf_counter()
+    with pytest.raises(data.CorruptDatasetError) as err:
+        load(tmp_path / "ds")
+    assert time.perf_counter() - start < 5
+    msg = str(err.value)
+    assert str(tmp_path / "ds" / "train" / "bomb.png") in msg and "6000x6000" in msg
+    assert "shrink it" in msg and "MAX_DECODED_PIXELS" in msg
+    bilevel_png(tmp_path / "huge.png", 14_000, 14_000)  # over twice Pillow's limit: refused by Image.open itself
+    with pytest.raises(data.CorruptDatasetError, match=r"huge\.png is over 179 million pixels.*shrink it"):
+        decoded(tmp_path / "huge.png")
+
+
+def test_jpegs_are_decoded_at_a_reduced_size_for_a_small_target(tmp_path, monkeypatch):
+    monkeypatch.setattr(folders, "MAX_DECODED_PIXELS", 200 * 200)
+    picture = Image.new("RGB", (1200, 900), (0, 0, 255))
+    picture.paste((255, 0, 0), (0, 0, 600, 900))  # left half red, right half blue
+    picture.save(tmp_path / "big.jpg", quality=95)
+    got = decoded(tmp_path / "big.jpg")  # decoded at 1/8 (150x113 pixels), under the cap
+    assert got[:, :20, 0].mean() > 230 and got[:, :20, 2].mean() < 25
+    assert got[:, -20:, 2].mean() > 230 and got[:, -20:, 0].mean() < 25
+    picture.save(tmp_path / "big.png")  # a PNG cannot be decoded at a reduced size
+    with pytest.raises(data.CorruptDatasetError, match=r"big\.png.*1200x900"):
+        decoded(tmp_path / "big.png")
+
+
+def test_images_decoded_at_once_are_bounded_whatever_the_core_count(tmp_path, monkeypatch):
+    for i in range(24):
+        png(tmp_path / "imgs" / f"{i}.png")
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    busy, most, lock = [0], [0], threading.Lock()
+    convert = Image.Image.convert
+
+    def slow_convert(self, *args, **kwargs):
+        with lock:
+            busy[0] += 1
+            most[0] = max(most[0], busy[0])
+        time.sleep(0.02)
+        with lock:
+            busy[0] -= 1
+        return convert(self, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "convert", slow_convert)
+    files = sorted((tmp_path / "imgs").iterdir())
+    images = folders.decode_cached(files, 16, tmp_path / "root", "bounded")
+    assert len(images) == 24 and folders.DECODE_THREADS <= 4
+    assert most[0] <= folders.DECODE_THREADS  # was up to 64, one per core
+
+
+# --------------------------------------------------------------------------- what a photo says about itself
+
+
+@pytest.mark.parametrize("name", ["phone.jpg", "phone.png"])
+def test_exif_orientation_is_applied(tmp_path, name):
+    stored = Image.new("RGB", (128, 64), (0, 0, 255))
+    stored.paste((255, 0, 0), (0, 0, 128, 32))  # as stored: top half red, bottom half blue
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
+    stored.save(tmp_path / name, exif=exif)
+    got = decoded(tmp_path / name)  # as displayed: left half blue, right half red
+    assert got[:, :24, 2].mean() > 230 and got[:, :24, 0].mean() < 25
+    assert got[:, -24:, 0].mean() > 230 and got[:, -24:, 2].mean() < 25
