@@ -141,6 +141,85 @@ def test_images_decoded_at_once_are_bounded_whatever_the_core_count(tmp_path, mo
     assert most[0] <= folders.DECODE_THREADS  # was up to 64, one per core
 
 
+# --------------------------------------------------------------------------- symbolic links
+
+
+def pets_with_linked_dogs(tmp_path, target):
+    for i in range(20):
+        png(tmp_path / "pets" / "cats" / f"{i}.png", colour=(255, 0, 0))
+        png(target / f"{i}.png", colour=(0, 0, 255))
+    (tmp_path / "pets" / "dogs").symlink_to(target, target_is_directory=True)
+    return tmp_path / "pets"
+
+
+def test_a_class_folder_linked_from_outside_is_refused_naming_the_link_and_the_fix(tmp_path):
+    pets = pets_with_linked_dogs(tmp_path, tmp_path / "elsewhere" / "dogs")
+    with pytest.raises(ValueError) as err:  # was: classes ('cats',), the dogs dropped without a word
+        load(pets)
+    msg = str(err.value)
+    assert str(pets / "dogs") in msg and str(tmp_path / "elsewhere" / "dogs") in msg
+    assert "outside" in msg and "copy" in msg and "DGM_FOLLOW_LINKS=1" in msg
+
+
+def test_links_out_of_the_folder_are_followed_when_chosen_with_DGM_FOLLOW_LINKS(tmp_path, monkeypatch):
+    pets = pets_with_linked_dogs(tmp_path, tmp_path / "elsewhere" / "dogs")
+    monkeypatch.setenv("DGM_FOLLOW_LINKS", "1")
+    train, test = load(pets), load(pets, "test")
+    assert train.classes == ("cats", "dogs") and len(train) + len(test) == 40
+    blue = train.images[:, 2].float().mean((1, 2)) > 128
+    assert (blue == (train.labels == 1)).all()
+
+
+def test_a_class_folder_linked_inside_the_folder_is_followed(tmp_path):
+    for i in range(6):
+        png(tmp_path / "ds" / "store" / "dogs" / f"{i}.png", colour=(0, 0, 255))
+        png(tmp_path / "ds" / "train" / "cats" / f"{i}.png", colour=(255, 0, 0))
+        png(tmp_path / "ds" / "test" / "cats" / f"{i}.png", colour=(255, 0, 0))
+    (tmp_path / "ds" / "train" / "dogs").symlink_to(tmp_path / "ds" / "store" / "dogs")
+    (tmp_path / "ds" / "train" / "cats" / "loop").symlink_to(tmp_path / "ds" / "train")  # a cycle: not walked twice
+    train = load(tmp_path / "ds")
+    assert train.classes == ("cats", "dogs") and sorted(train.labels.tolist()) == [0] * 6 + [1] * 6
+
+
+def test_a_file_linked_from_outside_the_folder_is_not_read(tmp_path):
+    for i in range(20):
+        png(tmp_path / "imgs" / f"{i}.png")
+    png(tmp_path / "private" / "secret.png", colour=(1, 2, 3))
+    (tmp_path / "imgs" / "secret.png").symlink_to(tmp_path / "private" / "secret.png")
+    with pytest.raises(ValueError) as err:  # was: decoded into the data set without notice
+        for split in ("train", "test"):
+            load(tmp_path / "imgs", split)
+    msg = str(err.value)
+    assert str(tmp_path / "imgs" / "secret.png") in msg and str(tmp_path / "private" / "secret.png") in msg
+    assert "DGM_FOLLOW_LINKS=1" in msg
+
+
+# --------------------------------------------------------------------------- folders that are not a data set
+
+
+def test_the_home_folder_and_system_roots_are_refused(tmp_path, monkeypatch):
+    home = tmp_path / "home" / "me"
+    for i in range(12):
+        png(home / f"{i}.png")
+    monkeypatch.setenv("HOME", str(home))
+    for given in ("~", str(home), "/", "/etc", "/usr", "/proc", "/sys/class", "/dev", "/home"):
+        with pytest.raises(ValueError) as err:
+            data.load_dataset(f"image_folder:{given}", root=tmp_path / "root")
+        msg = str(err.value)
+        assert "not a data set's folder" in msg and "image_folder:" in msg, given
+
+
+def test_a_walk_over_too_many_files_stops_with_a_message(tmp_path, monkeypatch):
+    monkeypatch.setattr(folders, "MAX_WALKED", 50)
+    for i in range(60):
+        (tmp_path / "big" / f"{i % 3}").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "big" / f"{i % 3}" / f"{i}.txt").write_text("x")
+    with pytest.raises(ValueError) as err:
+        load(tmp_path / "big")
+    msg = str(err.value)
+    assert str(tmp_path / "big") in msg and "more than 50" in msg and "dataset's own folder" in msg
+
+
 # --------------------------------------------------------------------------- what a photo says about itself
 
 
@@ -154,3 +233,16 @@ def test_exif_orientation_is_applied(tmp_path, name):
     got = decoded(tmp_path / name)  # as displayed: left half blue, right half red
     assert got[:, :24, 2].mean() > 230 and got[:, :24, 0].mean() < 25
     assert got[:, -24:, 0].mean() > 230 and got[:, -24:, 2].mean() < 25
+
+
+def test_a_file_name_that_is_not_utf8_is_named_with_the_fix(tmp_path):
+    for i in range(12):
+        png(tmp_path / "imgs" / f"{i}.png")
+    bad = os.path.join(os.fsencode(tmp_path / "imgs"), b"caf\xe9.png")  # Latin-1, not UTF-8
+    with open(bad, "wb") as f:
+        Image.new("RGB", (8, 8)).save(f, format="PNG")
+    with pytest.raises(ValueError) as err:
+        for split in ("train", "test"):
+            load(tmp_path / "imgs", split)
+    msg = str(err.value)
+    assert r"b'caf\xe9.png'" in msg and str(tmp_path / "imgs") in msg and "rename" in msg

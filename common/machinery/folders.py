@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from .runtime import progress
+from .runtime import _truthy, progress
 from .sources import (FOLDER_SIZE, IMAGE_EXTENSIONS, ORDER_SEED, CorruptDatasetError, DatasetNotFoundError,
                       RawSplit, _not_found, _try_download)
 from .storage import file_hash
@@ -158,8 +158,61 @@ def _shuffled(n: int) -> np.ndarray:
     return np.random.default_rng(ORDER_SEED).permutation(n)
 
 
-def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+FOLLOW_LINKS_VAR = "DGM_FOLLOW_LINKS"
+MAX_WALKED = 2_000_000  # files and folders looked at in one walk: a data set's folder, not a disk
+
+
+def _image_files(folder: Path, given: Path | None = None) -> list[Path]:
+    """The image files under ``folder`` at any depth, sorted. ``given`` (default ``folder``) is the
+    folder the user named: nothing outside it is read unless they choose so. Symbolic links that
+    resolve inside it are followed (a link back to a folder above it is a loop and is skipped);
+    links that resolve outside it are refused, naming them, unless ``DGM_FOLLOW_LINKS=1`` is set.
+    Names that are not UTF-8 are refused (they cannot be recorded in a cache), and so is a folder
+    of more than :data:`MAX_WALKED` entries."""
+    given = (given or folder).resolve()
+    follow_out = _truthy(os.environ.get(FOLLOW_LINKS_VAR, ""))
+    files, out, not_utf8, walked = [], [], [], 0
+    stack = [(folder, (folder.resolve(),))]  # a folder, and the real folders from the top down to it
+    while stack:
+        here, above = stack.pop()
+        with os.scandir(here) as entries:
+            for entry in entries:
+                walked += 1
+                if walked > MAX_WALKED:
+                    raise ValueError(f"{given} holds more than {MAX_WALKED:,} files and folders; point image_folder "
+                                     "at the dataset's own folder (the one that holds its images or class folders)")
+                is_dir = entry.is_dir()
+                if not (is_dir or entry.is_file() and Path(entry.name).suffix.lower() in IMAGE_EXTENSIONS):
+                    continue
+                path = here / entry.name
+                real = path.resolve() if entry.is_symlink() else above[-1] / entry.name
+                if real in above:
+                    continue
+                if not (follow_out or real.is_relative_to(given)):
+                    out.append(f"{path} -> {real}")
+                elif not _is_utf8(entry.name):
+                    not_utf8.append(repr(os.fsencode(entry.name)))
+                elif is_dir:
+                    stack.append((path, above + (real,)))
+                else:
+                    files.append(path)
+    if out:
+        raise ValueError(f"{given} links to {len(out)} files or folders outside it, which are not read: "
+                         f"{'; '.join(out[:5])}{'; ...' if len(out) > 5 else ''}. To use them, copy them into "
+                         f"{given} (cp -rL copies what links point to), or set {FOLLOW_LINKS_VAR}=1 to read "
+                         "through links that leave the folder")
+    if not_utf8:
+        raise ValueError(f"{given} holds {len(not_utf8)} names that are not UTF-8 text: {', '.join(not_utf8[:5])}; "
+                         "rename them (e.g. in a file manager, or with convmv) to UTF-8 names")
+    return sorted(files)
+
+
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")  # an undecodable byte became a lone surrogate
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def _from_files(files: list[Path], labels: np.ndarray, size: int, root: Path, key: str,
@@ -234,13 +287,30 @@ def _labels(base: Path, files: list[Path], classes: tuple[str, ...]) -> np.ndarr
     return np.array([index[c] for c in first], dtype=np.int64)
 
 
+# Walking one of these reads a whole disk, a home or a system's files: never a data set.
+SYSTEM_FOLDERS = ("/", "/bin", "/boot", "/etc", "/home", "/lib", "/lib64", "/opt", "/root", "/run", "/sbin",
+                  "/srv", "/tmp", "/usr", "/var", "/Applications", "/Library", "/System", "/Users", "/Volumes")
+PSEUDO_FILE_SYSTEMS = ("/proc", "/sys", "/dev")  # nothing under them either: their files can block or never end
+
+
+def _refuse_system_folder(given: str, folder: Path) -> None:
+    system = {Path(f).resolve() for f in SYSTEM_FOLDERS} | {Path.home().resolve(), Path(folder.anchor)}
+    if folder in system or any(folder.is_relative_to(f) for f in PSEUDO_FILE_SYSTEMS):
+        raise ValueError(f"image_folder:{given} is {folder}, a system folder or your home folder, not a data set's "
+                         "folder: reading it would walk every file below it. Point image_folder at the folder "
+                         "that holds the images, e.g. image_folder:~/Pictures/faces")
+
+
 def read_image_folder(path: str) -> Callable:
+    """The reader of ``image_folder:PATH``. Only files inside PATH are read (see :func:`_image_files`
+    for symbolic links); PATH may not be a system root or the home folder itself."""
     folder = Path(path).expanduser().resolve()
-    slug = f"image_folder-{folder.name}-{hashlib.sha1(str(folder).encode()).hexdigest()[:8]}"
+    slug = f"image_folder-{folder.name}-{hashlib.sha1(os.fsencode(folder)).hexdigest()[:8]}"
 
     def read(split: str, root: Path, image_size: int | None, limit: int | None) -> RawSplit:
         """``PATH/train`` and ``PATH/test`` (or ``PATH/val``) when the folder has them; otherwise
         the whole folder, split by a stable hash of each file's relative path (1 in 10 to test)."""
+        _refuse_system_folder(path, folder)
         if not folder.is_dir():
             raise DatasetNotFoundError(f"image_folder: {folder} is not a folder. Give the path of a folder of "
                                        "images (class sub-folders become labels), e.g. image_folder:data/faces")
@@ -248,9 +318,9 @@ def read_image_folder(path: str) -> Callable:
             test_dirs = [folder / d for d in ("test", "val") if (folder / d).is_dir()]
             if split == "test" and not test_dirs:
                 raise DatasetNotFoundError(f"{folder} has a train/ folder but no test/ or val/ folder")
-            classes = _classes(folder / "train", _image_files(folder / "train"))
+            classes = _classes(folder / "train", _image_files(folder / "train", folder))
             base = folder / "train" if split == "train" else test_dirs[0]
-            files = _image_files(base)
+            files = _image_files(base, folder)
         else:
             base, every = folder, _image_files(folder)
             classes = _classes(folder, every)
