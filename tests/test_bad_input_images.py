@@ -246,3 +246,27 @@ def test_a_file_name_that_is_not_utf8_is_named_with_the_fix(tmp_path):
             load(tmp_path / "imgs", split)
     msg = str(err.value)
     assert r"b'caf\xe9.png'" in msg and str(tmp_path / "imgs") in msg and "rename" in msg
+
+
+def test_class_folders_in_train_and_a_flat_test_folder_are_explained(tmp_path):
+    for c in ("cats", "dogs"):
+        for i in range(3):
+            png(tmp_path / "ds" / "train" / c / f"{i}.png")
+    for i in range(4):
+        png(tmp_path / "ds" / "test" / f"{i}.png")
+    assert load(tmp_path / "ds").classes == ("cats", "dogs")
+    with pytest.raises(ValueError) as err:
+        load(tmp_path / "ds", "test")
+    msg = str(err.value)
+    assert str(tmp_path / "ds" / "test") in msg and "4 images directly" in msg and "cats, dogs" in msg
+    assert "test/cats/" in msg  # the layout that is expected
+
+
+def test_class_folders_in_test_and_a_flat_train_folder_are_explained(tmp_path):
+    for i in range(4):
+        png(tmp_path / "ds" / "train" / f"{i}.png")
+        png(tmp_path / "ds" / "test" / "cats" / f"{i}.png")
+    with pytest.raises(ValueError) as err:  # was: the test split loaded without its labels
+        load(tmp_path / "ds", "test")
+    msg = str(err.value)
+    assert str(tmp_path / "ds" / "train") in msg and "class sub-folders" in msg and "cats" in msg

@@ -287,6 +287,21 @@ def _labels(base: Path, files: list[Path], classes: tuple[str, ...]) -> np.ndarr
     return np.array([index[c] for c in first], dtype=np.int64)
 
 
+def _check_test_layout(train: Path, classes: tuple[str, ...], test: Path, files: list[Path]) -> None:
+    """``test`` must be laid out as ``train`` is: class sub-folders in both, or in neither."""
+    top = sum(f.parent == test for f in files)
+    if classes and top:
+        raise ValueError(f"{test} holds {top} images directly at its top, but {train} sorts its images into class "
+                         f"sub-folders ({', '.join(classes[:5])}); put each test image into the sub-folder of its "
+                         f"class, as in train/: {test.name}/{classes[0]}/..., or remove {train}'s sub-folders")
+    if not classes and top < len(files):
+        nested = sorted({f.relative_to(test).parts[0] for f in files if f.parent != test})
+        raise ValueError(f"{test} sorts its images into class sub-folders ({', '.join(nested[:5])}), but {train} "
+                         f"holds its images directly at its top, without classes; put the training images into "
+                         f"the same class sub-folders ({train.name}/{nested[0]}/...), or the test images directly "
+                         f"into {test.name}/")
+
+
 # Walking one of these reads a whole disk, a home or a system's files: never a data set.
 SYSTEM_FOLDERS = ("/", "/bin", "/boot", "/etc", "/home", "/lib", "/lib64", "/opt", "/root", "/run", "/sbin",
                   "/srv", "/tmp", "/usr", "/var", "/Applications", "/Library", "/System", "/Users", "/Volumes")
@@ -321,6 +336,8 @@ def read_image_folder(path: str) -> Callable:
             classes = _classes(folder / "train", _image_files(folder / "train", folder))
             base = folder / "train" if split == "train" else test_dirs[0]
             files = _image_files(base, folder)
+            if split == "test":
+                _check_test_layout(folder / "train", classes, base, files)
         else:
             base, every = folder, _image_files(folder)
             classes = _classes(folder, every)
