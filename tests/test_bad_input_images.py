@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from common.machinery import data, folders
-from test_data import png
+from test_data import png, write_celeba
 
 
 def load(folder, split="train", root=None, **kwargs):
@@ -270,3 +270,80 @@ def test_class_folders_in_test_and_a_flat_train_folder_are_explained(tmp_path):
         load(tmp_path / "ds", "test")
     msg = str(err.value)
     assert str(tmp_path / "ds" / "train") in msg and "class sub-folders" in msg and "cats" in msg
+
+
+# --------------------------------------------------------------------------- CelebA's text files
+
+
+def celeba_with_entry(root, entry):
+    """write_celeba's 12 faces, and ``entry`` in the training split with its row of attributes."""
+    base = write_celeba(root)
+    path = base / "list_eval_partition.txt"
+    path.write_text(path.read_text() + f"{entry} 0\n")
+    count, rest = (base / "list_attr_celeba.txt").read_text().split("\n", 1)
+    (base / "list_attr_celeba.txt").write_text(f"{int(count) + 1}\n{rest}{entry} 1 1 1\n")
+    return path
+
+
+@pytest.mark.parametrize("entry", ["../../../outside.png", "ABS", "/etc/hostname", "sub/000001.jpg", ".."])
+def test_celeba_partition_entries_outside_the_image_folder_are_refused(tmp_path, entry):
+    outside = tmp_path / "root" / "a" / "outside.png"  # where ../../../outside.png leads
+    png(outside, size=(178, 218))
+    entry = str(outside) if entry == "ABS" else entry
+    path = celeba_with_entry(tmp_path / "root" / "a" / "b", entry)
+    with pytest.raises(data.CorruptDatasetError) as err:  # was: decoded into the training set
+        data.load_dataset("celeba", "train", root=tmp_path / "root" / "a" / "b")
+    msg = str(err.value)
+    assert f"{path}, line 13" in msg and repr(entry) in msg and "plain file name" in msg
+
+
+ATTRIBUTES = "list_attr_celeba.txt"
+PARTITION = "list_eval_partition.txt"
+CELEBA_DAMAGE = {  # what is written, into which file, and what the message must say
+    "one field": (PARTITION, 3, "000003.jpg\n", "expected 'FILE SPLIT'"),
+    "not an integer": (PARTITION, 3, "000003.jpg zero\n", "'000003.jpg zero'"),
+    "no such split": (PARTITION, 3, "000003.jpg 7\n", "0 (train), 1 (valid) or 2 (test)"),
+    "listed twice": (PARTITION, 3, "000001.jpg 2\n", "000001.jpg is listed again (first on line 1)"),
+    "empty": (PARTITION, None, "", "is empty"),
+    "not text": (PARTITION, 3, "000003.jpg \xff\n", "not UTF-8 text"),
+    "no attribute row": (ATTRIBUTES, 5, "", "no row for 000003.jpg"),
+    "too few values": (ATTRIBUTES, 5, "000003.jpg 1 -1\n", "3 values of 1 or -1, found 2"),
+    "not 1 or -1": (ATTRIBUTES, 5, "000003.jpg 1 0 1\n", "'0'"),
+    "truncated": (ATTRIBUTES, 14, None, "line 1 says 12 rows, but the file has 11"),
+    "no header": (ATTRIBUTES, None, "", "is empty"),
+}
+
+
+@pytest.mark.parametrize("case", CELEBA_DAMAGE)
+def test_damaged_celeba_text_files_are_named_with_the_line_and_fix(tmp_path, case):
+    name, line, text, says = CELEBA_DAMAGE[case]
+    path = write_celeba(tmp_path) / name
+    lines = path.read_bytes().decode().splitlines(keepends=True)
+    if line is None:
+        lines = []
+    elif text is None:
+        del lines[line - 1]
+    else:
+        lines[line - 1] = text
+    raw = "".join(lines).encode("latin-1" if case == "not text" else "utf-8")
+    path.write_bytes(raw)
+    with pytest.raises(data.CorruptDatasetError) as err:
+        data.load_dataset("celeba", "train", root=tmp_path)
+    msg = str(err.value)
+    assert str(path) in msg and says in msg, msg
+    if line is not None and case not in ("no attribute row", "truncated"):
+        assert f"line {line}" in msg
+    assert "download" in msg  # the fix
+
+
+def test_a_celeba_image_linked_from_outside_its_folder_is_not_read(tmp_path, monkeypatch):
+    base = write_celeba(tmp_path / "root")
+    png(tmp_path / "private" / "me.png", size=(178, 218))
+    face = base / "img_align_celeba" / "000002.jpg"
+    face.unlink()
+    face.symlink_to(tmp_path / "private" / "me.png")
+    with pytest.raises(ValueError) as err:
+        data.load_dataset("celeba", "train", root=tmp_path / "root")
+    assert f"{face} -> {tmp_path / 'private' / 'me.png'}" in str(err.value) and "DGM_FOLLOW_LINKS=1" in str(err.value)
+    monkeypatch.setenv("DGM_FOLLOW_LINKS", "1")
+    assert len(data.load_dataset("celeba", "train", root=tmp_path / "root")) == 8
