@@ -106,11 +106,11 @@ def test_an_image_of_too_many_pixels_is_refused_before_it_is_decoded(tmp_path):
 
 
 def test_jpegs_are_decoded_at_a_reduced_size_for_a_small_target(tmp_path, monkeypatch):
-    monkeypatch.setattr(folders, "MAX_DECODED_PIXELS", 200 * 200)
+    monkeypatch.setattr(folders, "MAX_DECODED_PIXELS", 300 * 300)
     picture = Image.new("RGB", (1200, 900), (0, 0, 255))
     picture.paste((255, 0, 0), (0, 0, 600, 900))  # left half red, right half blue
     picture.save(tmp_path / "big.jpg", quality=95)
-    got = decoded(tmp_path / "big.jpg")  # decoded at 1/8 (150x113 pixels), under the cap
+    got = decoded(tmp_path / "big.jpg")  # decoded at 1/4 (300x225 pixels, twice 64 a side), under the cap
     assert got[:, :20, 0].mean() > 230 and got[:, :20, 2].mean() < 25
     assert got[:, -20:, 2].mean() > 230 and got[:, -20:, 0].mean() < 25
     picture.save(tmp_path / "big.png")  # a PNG cannot be decoded at a reduced size
@@ -135,9 +135,8 @@ def test_images_decoded_at_once_are_bounded_whatever_the_core_count(tmp_path, mo
         return convert(self, *args, **kwargs)
 
     monkeypatch.setattr(Image.Image, "convert", slow_convert)
-    files = sorted((tmp_path / "imgs").iterdir())
-    images = folders.decode_cached(files, 16, tmp_path / "root", "bounded")
-    assert len(images) == 24 and folders.DECODE_THREADS <= 4
+    train = load(tmp_path / "imgs", image_size=16)
+    assert len(train) > 16 and folders.DECODE_THREADS <= 4
     assert most[0] <= folders.DECODE_THREADS  # was up to 64, one per core
 
 
@@ -347,3 +346,15 @@ def test_a_celeba_image_linked_from_outside_its_folder_is_not_read(tmp_path, mon
     assert f"{face} -> {tmp_path / 'private' / 'me.png'}" in str(err.value) and "DGM_FOLLOW_LINKS=1" in str(err.value)
     monkeypatch.setenv("DGM_FOLLOW_LINKS", "1")
     assert len(data.load_dataset("celeba", "train", root=tmp_path / "root")) == 8
+
+
+def test_a_train_folder_linked_from_outside_is_named_once(tmp_path):
+    for i in range(3):
+        png(tmp_path / "elsewhere" / "train" / "cats" / f"{i}.png")
+        png(tmp_path / "ds" / "test" / "cats" / f"{i}.png")
+    (tmp_path / "ds" / "train").symlink_to(tmp_path / "elsewhere" / "train")
+    with pytest.raises(ValueError) as err:
+        load(tmp_path / "ds")
+    msg = str(err.value)
+    assert "1 symbolic link(s) lead outside it" in msg
+    assert f"{tmp_path / 'ds' / 'train'} -> {tmp_path / 'elsewhere' / 'train'}" in msg

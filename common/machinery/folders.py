@@ -3,6 +3,13 @@
 Each file is centre-cropped to a square, resized and decoded into one array under
 ``data/cache/<key>/`` (:func:`decode_cached`); later loads memory-map it after checking its size,
 shape and SHA-256. The readers here are registered in :data:`common.machinery.sources.REGISTRY`.
+
+Only files inside the folder given are read: symbolic links that lead out of it are refused,
+naming them, unless ``DGM_FOLLOW_LINKS=1`` is set (:func:`_image_files`); a system root or the
+home folder itself is refused, and so is a walk of more than :data:`MAX_WALKED` entries. Each
+image is turned as its EXIF orientation says, brought to 8 bits by scaling, never clipping
+(:func:`_to_rgb`), and refused above :data:`MAX_DECODED_PIXELS` pixels; at most
+:data:`DECODE_THREADS` images are decoded at once.
 """
 from __future__ import annotations
 
@@ -44,16 +51,17 @@ def _decode_one(path: Path, size: int) -> np.ndarray:
     """One image file -> (3, size, size) uint8: RGB, turned as its EXIF orientation says (phone
     photos), centre-cropped to a square, resized.
 
-    A JPEG is decoded at the smallest 1/2, 1/4 or 1/8 scale that still covers ``size`` (Pillow's
-    draft mode); an image of more than :data:`MAX_DECODED_PIXELS` pixels is refused before it is
-    decoded. Pixels deeper than 8 bits are scaled to 0..255, never clipped (see :func:`_to_rgb`).
+    A JPEG is decoded at the smallest 1/2, 1/4 or 1/8 scale that still covers twice ``size``
+    (Pillow's draft mode, as its ``thumbnail`` uses it); an image of more than
+    :data:`MAX_DECODED_PIXELS` pixels is refused before it is decoded. Pixels deeper than 8 bits
+    are scaled to 0..255, never clipped (see :func:`_to_rgb`).
     """
     from PIL import Image, ImageOps
 
     with _DECODING:
         try:
             with Image.open(path) as img:
-                img.draft("RGB", (size, size))  # JPEG only: decode at a reduced scale
+                img.draft("RGB", (2 * size, 2 * size))  # JPEG only: decode at a reduced scale
                 _check_pixels(path, img.size)
                 ImageOps.exif_transpose(img, in_place=True)  # decodes the file
                 img = _to_rgb(path, img)
@@ -169,9 +177,11 @@ def _image_files(folder: Path, given: Path | None = None) -> list[Path]:
     links that resolve outside it are refused, naming them, unless ``DGM_FOLLOW_LINKS=1`` is set.
     Names that are not UTF-8 are refused (they cannot be recorded in a cache), and so is a folder
     of more than :data:`MAX_WALKED` entries."""
-    given, follow_out = (given or folder).resolve(), _follows_links_out()
+    given, top, follow_out = (given or folder).resolve(), folder.resolve(), _follows_links_out()
+    if not (follow_out or top.is_relative_to(given)):
+        _refuse_links_out(given, [f"{folder} -> {top}"])
     files, out, not_utf8, walked = [], [], [], 0
-    stack = [(folder, (folder.resolve(),))]  # a folder, and the real folders from the top down to it
+    stack = [(folder, (top,))]  # a folder, and the real folders from the top down to it
     while stack:
         here, above = stack.pop()
         with os.scandir(here) as entries:
@@ -187,18 +197,15 @@ def _image_files(folder: Path, given: Path | None = None) -> list[Path]:
                 real = path.resolve() if entry.is_symlink() else above[-1] / entry.name
                 if real in above:
                     continue
-                if not real.is_relative_to(given):
+                if not (follow_out or real.is_relative_to(given)):
                     out.append(f"{path} -> {real}")
-                    if not follow_out:
-                        continue
-                if not _is_utf8(entry.name):
+                elif not _is_utf8(entry.name):
                     not_utf8.append(repr(os.fsencode(entry.name)))
                 elif is_dir:
                     stack.append((path, above + (real,)))
                 else:
                     files.append(path)
-    if not follow_out:
-        _refuse_links_out(given, out)
+    _refuse_links_out(given, out)
     if not_utf8:
         raise ValueError(f"{given} holds {len(not_utf8)} names that are not UTF-8 text: {', '.join(not_utf8[:5])}; "
                          "rename them (e.g. in a file manager, or with convmv) to UTF-8 names")
@@ -212,7 +219,7 @@ def _follows_links_out() -> bool:
 def _refuse_links_out(given: Path, out: list[str]) -> None:
     """Refuse the links in ``out`` ("link -> target"), which lead out of ``given``, with the fix."""
     if out:
-        raise ValueError(f"{given} links to {len(out)} files or folders outside it, which are not read: "
+        raise ValueError(f"{given}: {len(out)} symbolic link(s) lead outside it and are not read: "
                          f"{'; '.join(out[:5])}{'; ...' if len(out) > 5 else ''}. To use them, copy them into "
                          f"{given} (cp -rL copies what links point to), or set {FOLLOW_LINKS_VAR}=1 to read "
                          "through links that leave the folder")
