@@ -5,6 +5,13 @@ Each file is centre-cropped to a square, resized and decoded into one array unde
 shape and SHA-256 and that the image files are unchanged. Where no cache can be written, the
 images are decoded in memory, with a warning. The readers here are registered in
 :data:`common.machinery.sources.REGISTRY`.
+
+Only files inside the folder given are read: symbolic links that lead out of it are refused,
+naming them, unless ``DGM_FOLLOW_LINKS=1`` is set (:func:`_image_files`); a system root or the
+home folder itself is refused, and so is a walk of more than :data:`MAX_WALKED` entries. Each
+image is turned as its EXIF orientation says, brought to 8 bits by scaling, never clipping
+(:func:`_to_rgb`), and refused above :data:`MAX_DECODED_PIXELS` pixels; at most
+:data:`DECODE_THREADS` images are decoded at once.
 """
 from __future__ import annotations
 
@@ -16,6 +23,7 @@ import itertools
 import json
 import os
 import shutil
+import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,7 +31,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from .runtime import progress
+from .runtime import _truthy, progress
 from .sources import (FOLDER_SIZE, IMAGE_EXTENSIONS, ORDER_SEED, CorruptDatasetError, DatasetNotFoundError,
                       RawSplit, _not_found, _try_download)
 from .storage import file_hash, remove_stale_temporaries, temporary_path
@@ -49,21 +57,79 @@ def _fingerprint(files: list[Path]) -> str:
     return h.hexdigest()[:16]
 
 
+# At most DECODE_THREADS images are decoded at once, whatever the pool that asks (each may take up to
+# ~7 bytes a pixel while it is converted), and none of more than MAX_DECODED_PIXELS pixels: a
+# 1-bit PNG of 13,000 x 13,000 is a 20 KB file that decodes to 0.5 GB of RGB, under Pillow's limit.
+DECODE_THREADS = min(4, os.cpu_count() or 1)
+MAX_DECODED_PIXELS = 2 ** 24  # 16.8 million, e.g. 4096 x 4096; JPEGs count at the reduced size they are decoded at
+_DECODING = threading.BoundedSemaphore(DECODE_THREADS)
+
+
 def _decode_one(path: Path, size: int) -> np.ndarray:
-    """One image file -> (3, size, size) uint8: RGB, centre-cropped to a square, resized."""
+    """One image file -> (3, size, size) uint8: RGB, turned as its EXIF orientation says (phone
+    photos), centre-cropped to a square, resized.
+
+    A JPEG is decoded at the smallest 1/2, 1/4 or 1/8 scale that still covers twice ``size``
+    (Pillow's draft mode, as its ``thumbnail`` uses it); an image of more than
+    :data:`MAX_DECODED_PIXELS` pixels is refused before it is decoded. Pixels deeper than 8 bits
+    are scaled to 0..255, never clipped (see :func:`_to_rgb`).
+    """
+    from PIL import Image, ImageOps
+
+    with _DECODING:
+        try:
+            with Image.open(path) as img:
+                img.draft("RGB", (2 * size, 2 * size))  # JPEG only: decode at a reduced scale
+                _check_pixels(path, img.size)
+                ImageOps.exif_transpose(img, in_place=True)  # decodes the file
+                img = _to_rgb(path, img)
+        except CorruptDatasetError:
+            raise
+        except Image.DecompressionBombError:  # refused by Image.open: over twice Pillow's own limit
+            raise _too_large(path, f"over {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} million pixels") from None
+        except Exception as err:  # noqa: BLE001 - PIL raises many kinds for a damaged file
+            raise CorruptDatasetError(f"{path} is not a readable image ({type(err).__name__}: {str(err)[:120]}); "
+                                      "delete or replace it") from None
+        w, h = img.size
+        s = min(w, h)
+        left, top = (w - s) // 2, (h - s) // 2
+        img = img.crop((left, top, left + s, top + s)).resize((size, size), Image.Resampling.BILINEAR)
+        return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
+
+
+def _check_pixels(path: Path, size: tuple[int, int]) -> None:
+    w, h = size
+    if w * h > MAX_DECODED_PIXELS:
+        raise _too_large(path, f"{w}x{h} pixels ({w * h / 1e6:.0f} million)")
+
+
+def _too_large(path: Path, what: str) -> CorruptDatasetError:
+    return CorruptDatasetError(
+        f"{path} is {what}, more than the {MAX_DECODED_PIXELS / 1e6:.1f} million an image may decode to here "
+        f"(MAX_DECODED_PIXELS in {__name__}): shrink it (e.g. to 1024 pixels a side; a JPEG may be 8 times "
+        "larger a side, as it is decoded at a reduced scale) or move it out of the folder")
+
+
+def _to_rgb(path: Path, img) -> "Image.Image":
+    """``img`` as 8-bit RGB. Deeper pixels are scaled to 0..255 where their range is known: 16-bit
+    (Pillow modes ``I;16*``) by 255/65535; 32-bit integers (mode ``I``) likewise when they lie in
+    0..65535 (older Pillow opens 16-bit PNGs so), else refused; floats (mode ``F``) by 255 when they
+    lie in [0, 1], else refused: no range is implied, and stretching each image to its own minimum
+    and maximum would change its brightness silently."""
     from PIL import Image
 
-    try:
-        with Image.open(path) as img:
-            img = img.convert("RGB")  # decodes the file
-    except Exception as err:  # noqa: BLE001 - PIL raises many kinds for a damaged file
-        raise CorruptDatasetError(f"{path} is not a readable image ({type(err).__name__}: {str(err)[:120]}); "
-                                  "delete or replace it") from None
-    w, h = img.size
-    s = min(w, h)
-    left, top = (w - s) // 2, (h - s) // 2
-    img = img.crop((left, top, left + s, top + s)).resize((size, size), Image.Resampling.BILINEAR)
-    return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
+    if not (img.mode.startswith("I;16") or img.mode in ("I", "F")):
+        return img.convert("RGB")
+    values = np.asarray(img)
+    lo, hi = values.min(), values.max()
+    if img.mode == "F" and not (0 <= lo and hi <= 1):  # NaN fails both
+        raise CorruptDatasetError(f"{path} holds floating-point pixels (Pillow mode F) from {lo:.3g} to {hi:.3g}; "
+                                  "floats are read only in [0, 1]: rescale it to [0, 1], or save it as an 8-bit image")
+    if img.mode == "I" and not (0 <= lo and hi <= 65535):
+        raise CorruptDatasetError(f"{path} holds 32-bit integer pixels (Pillow mode I) from {lo} to {hi}, a range "
+                                  "with no set meaning; save it as an 8-bit image, or as a 16-bit PNG (0 to 65535)")
+    scale = np.float32(255 if img.mode == "F" else 255 / 65535)
+    return Image.fromarray(np.rint(values.astype(np.float32) * scale).astype(np.uint8)).convert("RGB")
 
 
 def cache_dir(root: Path) -> Path:
@@ -104,7 +170,7 @@ def _cached(folder: Path, shape: tuple, fingerprint: str) -> tuple[np.ndarray | 
 
 def _decoded(files: list[Path], size: int, desc: str) -> Iterator[np.ndarray]:
     """The files decoded in order by a pool of threads, with a progress bar."""
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool, \
+    with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool, \
             progress(total=len(files), desc=desc, unit="img") as bar:
         for img in pool.map(lambda f: _decode_one(f, size), files, chunksize=64):
             yield img
@@ -204,8 +270,71 @@ def _shuffled(n: int) -> np.ndarray:
     return np.random.default_rng(ORDER_SEED).permutation(n)
 
 
-def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+FOLLOW_LINKS_VAR = "DGM_FOLLOW_LINKS"
+MAX_WALKED = 2_000_000  # files and folders looked at in one walk: a data set's folder, not a disk
+
+
+def _image_files(folder: Path, given: Path | None = None) -> list[Path]:
+    """The image files under ``folder`` at any depth, sorted. ``given`` (default ``folder``) is the
+    folder the user named: nothing outside it is read unless they choose so. Symbolic links that
+    resolve inside it are followed (a link back to a folder above it is a loop and is skipped);
+    links that resolve outside it are refused, naming them, unless ``DGM_FOLLOW_LINKS=1`` is set.
+    Names that are not UTF-8 are refused (they cannot be recorded in a cache), and so is a folder
+    of more than :data:`MAX_WALKED` entries."""
+    given, top, follow_out = (given or folder).resolve(), folder.resolve(), _follows_links_out()
+    if not (follow_out or top.is_relative_to(given)):
+        _refuse_links_out(given, [f"{folder} -> {top}"])
+    files, out, not_utf8, walked = [], [], [], 0
+    stack = [(folder, (top,))]  # a folder, and the real folders from the top down to it
+    while stack:
+        here, above = stack.pop()
+        with os.scandir(here) as entries:
+            for entry in entries:
+                walked += 1
+                if walked > MAX_WALKED:
+                    raise ValueError(f"{given} holds more than {MAX_WALKED:,} files and folders; point image_folder "
+                                     "at the dataset's own folder (the one that holds its images or class folders)")
+                is_dir = entry.is_dir()
+                if not (is_dir or entry.is_file() and Path(entry.name).suffix.lower() in IMAGE_EXTENSIONS):
+                    continue
+                path = here / entry.name
+                real = path.resolve() if entry.is_symlink() else above[-1] / entry.name
+                if real in above:
+                    continue
+                if not (follow_out or real.is_relative_to(given)):
+                    out.append(f"{path} -> {real}")
+                elif not _is_utf8(entry.name):
+                    not_utf8.append(repr(os.fsencode(entry.name)))
+                elif is_dir:
+                    stack.append((path, above + (real,)))
+                else:
+                    files.append(path)
+    _refuse_links_out(given, out)
+    if not_utf8:
+        raise ValueError(f"{given} holds {len(not_utf8)} names that are not UTF-8 text: {', '.join(not_utf8[:5])}; "
+                         "rename them (e.g. in a file manager, or with convmv) to UTF-8 names")
+    return sorted(files)
+
+
+def _follows_links_out() -> bool:
+    return _truthy(os.environ.get(FOLLOW_LINKS_VAR, ""))
+
+
+def _refuse_links_out(given: Path, out: list[str]) -> None:
+    """Refuse the links in ``out`` ("link -> target"), which lead out of ``given``, with the fix."""
+    if out:
+        raise ValueError(f"{given}: {len(out)} symbolic link(s) lead outside it and are not read: "
+                         f"{'; '.join(out[:5])}{'; ...' if len(out) > 5 else ''}. To use them, copy them into "
+                         f"{given} (cp -rL copies what links point to), or set {FOLLOW_LINKS_VAR}=1 to read "
+                         "through links that leave the folder")
+
+
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")  # an undecodable byte became a lone surrogate
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def _from_files(files: list[Path], labels: np.ndarray, size: int, root: Path, key: str,
@@ -222,10 +351,75 @@ def _from_files(files: list[Path], labels: np.ndarray, size: int, root: Path, ke
 CELEBA_SPLITS = {"train": 0, "test": 2}  # list_eval_partition.txt: 0 train, 1 valid, 2 test
 
 
+def _celeba_rows(path: Path) -> list[tuple[int, list[str]]]:
+    """(line number, fields) of each non-blank line of one of CelebA's text files."""
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        raise _celeba_error(path, line, f"byte {raw[err.start:err.start + 1]!r} is not UTF-8 text") from None
+    rows = [(n, line.split()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    if not rows:
+        raise _celeba_error(path, None, "the file is empty")
+    return rows
+
+
+def _celeba_error(path: Path, line: int | None, what: str) -> CorruptDatasetError:
+    where = f"{path}, line {line}" if line else str(path)
+    return CorruptDatasetError(f"{where}: {what}. The file is damaged or not CelebA's: download {path.name} again "
+                               "from the CelebA page (mmlab.ie.cuhk.edu.hk/projects/CelebA.html)"
+                               + (f", or mend line {line}" if line else ""))
+
+
+def _celeba_partition(path: Path, images_dir: Path) -> dict[str, int]:
+    """``list_eval_partition.txt``: one 'FILE SPLIT' a line, FILE a plain name in ``images_dir``."""
+    split_of, first = {}, {}
+    for n, fields in _celeba_rows(path):
+        if len(fields) != 2 or fields[1] not in ("0", "1", "2"):
+            raise _celeba_error(path, n, f"expected 'FILE SPLIT' with SPLIT 0 (train), 1 (valid) or 2 (test), "
+                                         f"found {' '.join(fields)!r}")
+        name = fields[0]
+        if name in (".", "..") or Path(name).name != name or "\\" in name:  # no folders, no way out of images_dir
+            raise _celeba_error(path, n, f"{name!r} is not a plain file name in {images_dir} (e.g. 000001.jpg)")
+        if name in first:
+            raise _celeba_error(path, n, f"{name} is listed again (first on line {first[name]})")
+        first[name], split_of[name] = n, int(fields[1])
+    return split_of
+
+
+def _celeba_attributes(path: Path, wanted: list[str]) -> tuple[tuple[str, ...], np.ndarray]:
+    """``list_attr_celeba.txt``: the number of rows, the attribute names, then one row a file of
+    its name and one 1 or -1 per attribute. Returns the names and ``wanted``'s rows as 0/1."""
+    rows = _celeba_rows(path)
+    if len(rows) < 2 or len(rows[0][1]) != 1 or not rows[0][1][0].isdigit():
+        raise _celeba_error(path, rows[0][0], "expected the number of rows on line 1 and the attribute names "
+                                              "on line 2")
+    count, names, values = int(rows[0][1][0]), tuple(rows[1][1]), {}
+    for n, fields in rows[2:]:
+        if len(fields) != len(names) + 1:
+            raise _celeba_error(path, n, f"expected a file name and {len(names)} values of 1 or -1, "
+                                         f"found {len(fields) - 1}")
+        bad = [v for v in fields[1:] if v not in ("1", "-1")]
+        if bad:
+            raise _celeba_error(path, n, f"attribute values are 1 or -1, found {bad[0]!r}")
+        values[fields[0]] = fields[1:]
+    missing = [f for f in wanted if f not in values]
+    if missing:
+        more = f" nor for {len(missing) - 1} more images of list_eval_partition.txt" if len(missing) > 1 else ""
+        raise _celeba_error(path, None, f"no row for {missing[0]}{more}")
+    if len(rows) - 2 != count:
+        raise _celeba_error(path, None, f"line 1 says {count} rows, but the file has {len(rows) - 2}")
+    table = np.array([[v == "1" for v in values[f]] for f in wanted], dtype=np.int64)
+    return names, table.reshape(len(wanted), len(names))
+
+
 def read_celeba(split: str, root: Path, image_size: int | None, limit: int | None) -> RawSplit:
     """CelebA in torchvision's layout: ``celeba/img_align_celeba/*.jpg`` (178x218 aligned faces),
     ``list_eval_partition.txt`` (file, split) and ``list_attr_celeba.txt`` (count, 40 names, then
-    file and forty +1/-1 values). Unlabelled: the attributes are kept as ``attributes``."""
+    file and forty +1/-1 values). Unlabelled: the attributes are kept as ``attributes``. Both text
+    files are checked line by line; the partition may only name files directly inside
+    ``img_align_celeba/``, and links there that lead out of it are read only with DGM_FOLLOW_LINKS=1."""
     base = root / "celeba"
     needed = [base / "img_align_celeba", base / "list_eval_partition.txt", base / "list_attr_celeba.txt"]
     tried = []
@@ -241,17 +435,19 @@ def read_celeba(split: str, root: Path, image_size: int | None, limit: int | Non
             f"links, download Img/img_align_celeba.zip, Anno/list_attr_celeba.txt and "
             f"Eval/list_eval_partition.txt, then unzip so that {base}/img_align_celeba/000001.jpg exists "
             f"and put the two .txt files in {base}/. Then nothing needs a network.")
-    partition = dict(line.split() for line in (base / "list_eval_partition.txt").read_text().split("\n") if line.strip())
-    lines = [line.split() for line in (base / "list_attr_celeba.txt").read_text().split("\n") if line.strip()]
-    names = tuple(lines[1])
-    attrs = {row[0]: row[1:] for row in lines[2:]}
-    wanted = sorted(f for f, s in partition.items() if int(s) == CELEBA_SPLITS[split])
-    files = [base / "img_align_celeba" / f for f in wanted]
+    images_dir = base / "img_align_celeba"
+    partition = _celeba_partition(base / "list_eval_partition.txt", images_dir)
+    wanted = sorted(f for f, s in partition.items() if s == CELEBA_SPLITS[split])
+    names, attributes = _celeba_attributes(base / "list_attr_celeba.txt", wanted)
+    files = [images_dir / f for f in wanted]
     missing = [f for f in files if not f.is_file()]
     if missing:
         raise DatasetNotFoundError(f"{len(missing)} images of list_eval_partition.txt are missing from "
-                                   f"{base / 'img_align_celeba'}, e.g. {missing[0].name}; unzip img_align_celeba.zip again")
-    attributes = np.array([[int(v) > 0 for v in attrs[f]] for f in wanted], dtype=np.int64).reshape(len(wanted), len(names))
+                                   f"{images_dir}, e.g. {missing[0].name}; unzip img_align_celeba.zip again")
+    inside = images_dir.resolve()
+    if not _follows_links_out():
+        _refuse_links_out(inside, [f"{f} -> {f.resolve()}" for f in files
+                                   if f.is_symlink() and not f.resolve().is_relative_to(inside)])
     size = image_size or FOLDER_SIZE
     images, _, attributes = _from_files(files, np.zeros(len(files), np.int64), size, root, f"celeba-{split}", limit, attributes)
     return RawSplit(images, np.zeros(len(images), np.int64), (), "celeba", "celeba", str(base), attributes, names)
@@ -280,13 +476,45 @@ def _labels(base: Path, files: list[Path], classes: tuple[str, ...]) -> np.ndarr
     return np.array([index[c] for c in first], dtype=np.int64)
 
 
+def _check_test_layout(train: Path, classes: tuple[str, ...], test: Path, files: list[Path]) -> None:
+    """``test`` must be laid out as ``train`` is: class sub-folders in both, or in neither."""
+    top = sum(f.parent == test for f in files)
+    if classes and top:
+        raise ValueError(f"{test} holds {top} images directly at its top, but {train} sorts its images into class "
+                         f"sub-folders ({', '.join(classes[:5])}); put each test image into the sub-folder of its "
+                         f"class, as in train/: {test.name}/{classes[0]}/..., or remove {train}'s sub-folders")
+    if not classes and top < len(files):
+        nested = sorted({f.relative_to(test).parts[0] for f in files if f.parent != test})
+        raise ValueError(f"{test} sorts its images into class sub-folders ({', '.join(nested[:5])}), but {train} "
+                         f"holds its images directly at its top, without classes; put the training images into "
+                         f"the same class sub-folders ({train.name}/{nested[0]}/...), or the test images directly "
+                         f"into {test.name}/")
+
+
+# Walking one of these reads a whole disk, a home or a system's files: never a data set.
+SYSTEM_FOLDERS = ("/", "/bin", "/boot", "/etc", "/home", "/lib", "/lib64", "/opt", "/root", "/run", "/sbin",
+                  "/srv", "/tmp", "/usr", "/var", "/Applications", "/Library", "/System", "/Users", "/Volumes")
+PSEUDO_FILE_SYSTEMS = ("/proc", "/sys", "/dev")  # nothing under them either: their files can block or never end
+
+
+def _refuse_system_folder(given: str, folder: Path) -> None:
+    system = {Path(f).resolve() for f in SYSTEM_FOLDERS} | {Path.home().resolve(), Path(folder.anchor)}
+    if folder in system or any(folder.is_relative_to(f) for f in PSEUDO_FILE_SYSTEMS):
+        raise ValueError(f"image_folder:{given} is {folder}, a system folder or your home folder, not a data set's "
+                         "folder: reading it would walk every file below it. Point image_folder at the folder "
+                         "that holds the images, e.g. image_folder:~/Pictures/faces")
+
+
 def read_image_folder(path: str) -> Callable:
+    """The reader of ``image_folder:PATH``. Only files inside PATH are read (see :func:`_image_files`
+    for symbolic links); PATH may not be a system root or the home folder itself."""
     folder = Path(path).expanduser().resolve()
-    slug = f"image_folder-{folder.name}-{hashlib.sha1(str(folder).encode()).hexdigest()[:8]}"
+    slug = f"image_folder-{folder.name}-{hashlib.sha1(os.fsencode(folder)).hexdigest()[:8]}"
 
     def read(split: str, root: Path, image_size: int | None, limit: int | None) -> RawSplit:
         """``PATH/train`` and ``PATH/test`` (or ``PATH/val``) when the folder has them; otherwise
         the whole folder, split by a stable hash of each file's relative path (1 in 10 to test)."""
+        _refuse_system_folder(path, folder)
         if not folder.is_dir():
             raise DatasetNotFoundError(f"image_folder: {folder} is not a folder. Give the path of a folder of "
                                        "images (class sub-folders become labels), e.g. image_folder:data/faces")
@@ -294,9 +522,11 @@ def read_image_folder(path: str) -> Callable:
             test_dirs = [folder / d for d in ("test", "val") if (folder / d).is_dir()]
             if split == "test" and not test_dirs:
                 raise DatasetNotFoundError(f"{folder} has a train/ folder but no test/ or val/ folder")
-            classes = _classes(folder / "train", _image_files(folder / "train"))
+            classes = _classes(folder / "train", _image_files(folder / "train", folder))
             base = folder / "train" if split == "train" else test_dirs[0]
-            files = _image_files(base)
+            files = _image_files(base, folder)
+            if split == "test":
+                _check_test_layout(folder / "train", classes, base, files)
         else:
             base, every = folder, _image_files(folder)
             classes = _classes(folder, every)
