@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from common.machinery import checkpoints, data, folders, storage
+from common.machinery import checkpoints, data, decode_cache, images, storage
 from common.classifiers import MLPClassifier
 
 SIZE = 8  # decoded side: tiny, so each build takes milliseconds
@@ -46,7 +46,7 @@ def temporaries(folder):
 def test_images_rewritten_with_the_same_byte_size_are_decoded_again_not_served_stale(tmp_path, monkeypatch,
                                                                                       capsys, rewrite):
     files = solid_pngs(tmp_path / "imgs", RED)
-    old = folders.decode_cached(files, SIZE, tmp_path, "k")
+    old = decode_cache.decode_cached(files, SIZE, tmp_path, "k")
     assert np.array_equal(old, expected(RED))
     before = [f.stat() for f in files]
     solid_pngs(tmp_path / "imgs", BLUE)
@@ -55,11 +55,11 @@ def test_images_rewritten_with_the_same_byte_size_are_decoded_again_not_served_s
         for f, s in zip(files, before):
             os.utime(f, ns=(s.st_atime_ns, s.st_mtime_ns))
     else:  # a large folder is not read to check it: the modification time tells
-        monkeypatch.setattr(folders, "CONTENT_HASH_BELOW", 0, raising=False)
+        monkeypatch.setattr(decode_cache, "CONTENT_HASH_BELOW", 0, raising=False)
         for f, s in zip(files, before):
             os.utime(f, ns=(s.st_atime_ns, s.st_mtime_ns + 10**9))
     capsys.readouterr()
-    new = folders.decode_cached(files, SIZE, tmp_path, "k")
+    new = decode_cache.decode_cached(files, SIZE, tmp_path, "k")
     assert np.array_equal(new, expected(BLUE))
     out = capsys.readouterr().out
     assert str(tmp_path / "cache" / "k") in out and "changed" in out and "decoding" in out
@@ -92,13 +92,13 @@ def test_a_full_disk_decodes_in_memory_with_a_warning_and_leaves_no_partial_cach
     files = solid_pngs(tmp_path / "imgs", RED)
     root = tmp_path / "root"
     if full == "checked-first":
-        real = folders.shutil.disk_usage
-        monkeypatch.setattr(folders.shutil, "disk_usage", lambda p: real(p)._replace(free=1000))
+        real = decode_cache.shutil.disk_usage
+        monkeypatch.setattr(decode_cache.shutil, "disk_usage", lambda p: real(p)._replace(free=1000))
     else:  # the space was there when checked, then another program took it
-        monkeypatch.setattr(folders, "open", lambda p, mode="r", *a, **k: FillsUp(open(p, mode, *a, **k), 300),
+        monkeypatch.setattr(decode_cache, "open", lambda p, mode="r", *a, **k: FillsUp(open(p, mode, *a, **k), 300),
                             raising=False)
     with pytest.warns(UserWarning) as caught:
-        images = folders.decode_cached(files, SIZE, root, "k")
+        images = decode_cache.decode_cached(files, SIZE, root, "k")
     assert np.array_equal(images, expected(RED))
     message = " ".join(str(w.message) for w in caught)
     assert str(root / "cache" / "k") in message and "DGM_DATA_DIR" in message and "in memory" in message
@@ -122,7 +122,7 @@ def test_an_unwritable_cache_folder_decodes_in_memory_with_one_warning_naming_it
             monkeypatch.setattr(pathlib.Path, method, refused)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        images = folders.decode_cached(files, SIZE, root, "k")
+        images = decode_cache.decode_cached(files, SIZE, root, "k")
     assert np.array_equal(images, expected(RED))
     (w,) = caught
     assert str(root / "cache" / "k") in str(w.message) and "set DGM_DATA_DIR to a writable folder" in str(w.message)
@@ -137,10 +137,10 @@ def test_a_build_killed_midway_leaves_a_temporary_that_the_next_build_removes_bu
     if pid == 0:  # the child is killed (SIGKILL: no clean-up runs) while decoding its third image
         try:
             calls = []
-            decode = folders._decode_one
-            folders._decode_one = lambda *a: (calls.append(1), len(calls) == 3 and os.kill(os.getpid(), signal.SIGKILL),
+            decode = decode_cache.decode_one
+            decode_cache.decode_one = lambda *a: (calls.append(1), len(calls) == 3 and os.kill(os.getpid(), signal.SIGKILL),
                                               decode(*a))[2]
-            folders.decode_cached(files, SIZE, tmp_path, "k")
+            decode_cache.decode_cached(files, SIZE, tmp_path, "k")
         finally:
             os._exit(1)
     _, status = os.waitpid(pid, 0)
@@ -148,7 +148,7 @@ def test_a_build_killed_midway_leaves_a_temporary_that_the_next_build_removes_bu
     (left,) = temporaries(tmp_path / "cache")
     live = tmp_path / "cache" / f".k.{storage._HOST}-{os.getppid()}.0123abcd.tmp"  # a build of a running process
     live.mkdir()
-    images = folders.decode_cached(files, SIZE, tmp_path, "k")
+    images = decode_cache.decode_cached(files, SIZE, tmp_path, "k")
     assert np.array_equal(images, expected(RED))
     assert temporaries(tmp_path / "cache") == [live.name]
 
@@ -160,7 +160,7 @@ def test_concurrent_builds_and_loads_of_one_cache_all_return_its_images(tmp_path
 
     def load(i):
         barrier.wait()  # all threads of a round start together on a cache nobody has built yet
-        return folders.decode_cached(files, SIZE, tmp_path / f"round{i // threads}", "k")
+        return decode_cache.decode_cached(files, SIZE, tmp_path / f"round{i // threads}", "k")
 
     with ThreadPoolExecutor(threads) as pool:
         results = list(pool.map(load, range(threads * rounds)))
@@ -178,7 +178,7 @@ def test_atomic_writes_checkpoints_and_caches_get_the_umask_mode_not_0600(tmp_pa
         with storage.atomic_write(tmp_path / "plain.bin") as f:
             f.write(b"x")
         ckpt = checkpoints.save_checkpoint(MLPClassifier((1, 4, 4), 2, hidden=2), "model", {})
-        folders.decode_cached(solid_pngs(tmp_path / "imgs", RED[:2]), SIZE, tmp_path, "k")
+        decode_cache.decode_cached(solid_pngs(tmp_path / "imgs", RED[:2]), SIZE, tmp_path, "k")
     finally:
         os.umask(previous)
     cache = tmp_path / "cache" / "k"

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from common.machinery import data, folders
+from common.machinery import data, folders, images
 from test_data import png, write_celeba
 
 
@@ -22,7 +22,7 @@ def load(folder, split="train", root=None, **kwargs):
 
 def decoded(path, size=64):
     """What the decoder makes of one file: (size, size, 3) uint8."""
-    return folders._decode_one(path, size).transpose(1, 2, 0)
+    return images.decode_one(path, size).transpose(1, 2, 0)
 
 
 # --------------------------------------------------------------------------- pixel modes
@@ -88,7 +88,7 @@ def bilevel_png(path, width, height):
 
 def test_an_image_of_too_many_pixels_is_refused_before_it_is_decoded(tmp_path, monkeypatch):
     side = 6000  # 36 million pixels, under Pillow's own limit (89 million), in a file of a few KB
-    assert side * side > folders.MAX_DECODED_PIXELS and folders.MAX_DECODED_PIXELS <= Image.MAX_IMAGE_PIXELS // 5
+    assert side * side > images.MAX_DECODED_PIXELS and images.MAX_DECODED_PIXELS <= Image.MAX_IMAGE_PIXELS // 5
     for i in range(3):
         png(tmp_path / "ds" / "train" / f"{i}.png")
     bilevel_png(tmp_path / "ds" / "train" / "bomb.png", side, side)
@@ -108,7 +108,7 @@ def test_an_image_of_too_many_pixels_is_refused_before_it_is_decoded(tmp_path, m
 
 
 def test_jpegs_are_decoded_at_a_reduced_size_for_a_small_target(tmp_path, monkeypatch):
-    monkeypatch.setattr(folders, "MAX_DECODED_PIXELS", 300 * 300)
+    monkeypatch.setattr(images, "MAX_DECODED_PIXELS", 300 * 300)
     picture = Image.new("RGB", (1200, 900), (0, 0, 255))
     picture.paste((255, 0, 0), (0, 0, 600, 900))  # left half red, right half blue
     picture.save(tmp_path / "big.jpg", quality=95)
@@ -138,8 +138,8 @@ def test_images_decoded_at_once_are_bounded_whatever_the_core_count(tmp_path, mo
 
     monkeypatch.setattr(Image.Image, "convert", slow_convert)
     train = load(tmp_path / "imgs", image_size=16)
-    assert len(train) > 16 and folders.DECODE_THREADS <= 4
-    assert most[0] <= folders.DECODE_THREADS  # was up to 64, one per core
+    assert len(train) > 16 and images.DECODE_THREADS <= 4
+    assert most[0] <= images.DECODE_THREADS  # was up to 64, one per core
 
 
 # --------------------------------------------------------------------------- symbolic links

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from common.machinery import data, dsprites, folders, sources
+from common.machinery import data, decode_cache, dsprites, folders, sources
 
 
 def write_idx(path, array, gz=True):
@@ -218,8 +218,8 @@ def test_decoded_images_are_cached_checked_and_rebuilt_when_damaged(tmp_path, mo
     for i in range(6):
         png(tmp_path / "imgs" / f"{i}.png", colour=(40 * i, 0, 0))
     calls = []
-    original = folders._decode_one
-    monkeypatch.setattr(folders, "_decode_one", lambda f, s: calls.append(f) or original(f, s))
+    original = decode_cache.decode_one
+    monkeypatch.setattr(decode_cache, "decode_one", lambda f, s: calls.append(f) or original(f, s))
     name = f"image_folder:{tmp_path / 'imgs'}"
     first = data.load_dataset(name, "train", root=tmp_path)
     expected = first.images.clone()  # (the split is memory-mapped: damaging the file in place shows through)
