@@ -194,6 +194,19 @@ def test_a_pretrained_half_precision_file_opened_with_load_checkpoint_samples_in
 # =========================================================================== fit_or_load
 
 
+def test_fit_or_load_over_a_checkpoint_without_history_trains_anew_and_keeps_the_old_file(ckdir, capsys):
+    old = checkpoints.save_checkpoint(classifier(), "clf", {"a": 1})   # saved by hand: no history
+    before = old.read_bytes()
+    ran = []
+    _, history = training.fit_or_load("clf", classifier(1), {"a": 1}, lambda: ran.append(1) or training.History(),
+                                      reuse=True)
+    out = capsys.readouterr().out
+    aside = [p for p in ckdir.iterdir() if p.name.startswith("clf.pt.replaced-")]
+    assert ran == [1] and len(aside) == 1 and aside[0].read_bytes() == before
+    assert "has no training history" in out and f"kept as {aside[0].name}" in out
+    assert "history" in checkpoints.read_checkpoint("clf")["extra"]   # the new one has one
+
+
 def test_a_config_holding_nan_is_reused_not_retrained(ckdir):
     config = {"lr": float("nan"), "w": torch.tensor([1.0, float("nan")])}
     ran = []
@@ -222,3 +235,39 @@ def test_a_recursive_config_is_refused_naming_where_it_contains_itself(ckdir, ma
     with pytest.raises(checkpoints.CheckpointError, match=where + r" contains itself.*a plain value"):
         training.fit_or_load("rec", classifier(), make(), lambda: ran.append(1) or training.History(), reuse=True)
     assert ran == []
+
+
+def test_a_checkpoint_trained_with_another_config_is_kept_aside_not_replaced(ckdir, capsys):
+    training.fit_or_load("clf", classifier(), {"epochs": 1}, training.History, reuse=True)
+    before = checkpoints.checkpoint_path("clf").read_bytes()
+    capsys.readouterr()
+    training.fit_or_load("clf", classifier(), {"epochs": 2}, training.History, reuse=True)
+    out = capsys.readouterr().out
+    aside = [p for p in ckdir.iterdir() if p.name.startswith("clf.pt.replaced-")]
+    assert len(aside) == 1 and aside[0].read_bytes() == before
+    assert "epochs: checkpoint has 1, expected 2" in out and f"kept as {aside[0].name}" in out
+    assert checkpoints.read_checkpoint("clf")["config"] == {"epochs": 2}
+    training.fit_or_load("clf", classifier(), {"epochs": 2}, training.History, reuse=False)   # same config:
+    assert len([p for p in ckdir.iterdir() if ".pt." in p.name]) == 1                       # replaced in place
+
+
+def test_a_damaged_checkpoint_in_an_unwritable_folder_still_trains_in_memory_and_says_it_was_not_saved(
+        ckdir, monkeypatch, capsys):
+    ckdir.mkdir(parents=True)
+    damaged = ckdir / "clf.pt"
+    damaged.write_bytes(b"damaged")
+    real_replace = checkpoints.os.replace
+
+    def read_only(src, dst):          # the folder refuses the rename that would keep the file aside
+        if "unreadable" in str(dst):
+            raise PermissionError(13, "Permission denied", str(src))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(checkpoints.os, "replace", read_only)
+    model, history = classifier(), training.History(images_seen=3)
+    out_model, out_history = training.fit_or_load("clf", model, {"a": 1}, lambda: history, reuse=True)
+    out = capsys.readouterr().out
+    assert out_model is model and out_history is history
+    assert damaged.read_bytes() == b"damaged"                         # not overwritten either
+    assert "PermissionError" in out and "NOT saved" in out and str(damaged) in out
+
