@@ -15,6 +15,7 @@ Introduced in notebooks/01_vae.ipynb.
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -127,6 +128,17 @@ def _check_batches(batches: Iterable, epochs: int) -> None:
         raise ValueError("batches is empty (a dataset with no images, or limit/subset 0?): nothing to train on")
 
 
+def _check_losses(step: Step, losses: object) -> None:
+    """The first result of a run's step, checked: a dict of loss names to numbers."""
+    name = getattr(step, "__qualname__", type(step).__name__)
+    fix = "a step returns a dict of loss names to scalar tensors or floats, such as {'loss': loss}"
+    if not isinstance(losses, Mapping):
+        raise TypeError(f"the step {name} returned a {type(losses).__name__}; {fix}")
+    for k, v in losses.items():
+        if not (torch.is_tensor(v) or isinstance(v, numbers.Real)):
+            raise TypeError(f"the step {name} returned {k!r} as a {type(v).__name__}; {fix}")
+
+
 class _Run:
     """The bookkeeping of one :func:`train` call: step counts, pending losses, epoch means."""
 
@@ -144,7 +156,10 @@ class _Run:
             if self.n_step == 0:                          # the door: once per run
                 check_batch(x, check) if check is not None else check_finite_floats(x)
             self.n_step += 1
-            self.pending.add(self.n_step, self.call(step, x, y))
+            losses = self.call(step, x, y)
+            if self.n_step == 1:
+                _check_losses(step, losses)
+            self.pending.add(self.n_step, losses)
             n_images += x.shape[0]
             self.bar.update()
             if self.n_step % self.postfix_every == 0:

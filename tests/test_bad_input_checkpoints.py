@@ -271,3 +271,21 @@ def test_a_damaged_checkpoint_in_an_unwritable_folder_still_trains_in_memory_and
     assert damaged.read_bytes() == b"damaged"                         # not overwritten either
     assert "PermissionError" in out and "NOT saved" in out and str(damaged) in out
 
+
+# =========================================================================== training steps
+
+
+def test_a_step_that_returns_a_tensor_is_told_what_a_step_returns_naming_the_step():
+    def my_step(x, y):
+        return x.mean()
+
+    batches = [(torch.rand(4, 1, 28, 28), torch.zeros(4, dtype=torch.long))]
+    with pytest.raises(TypeError, match=r"my_step returned a Tensor.*a dict of loss names to scalar tensors or "
+                                        r"floats.*\{'loss': loss\}"):
+        training.train(my_step, batches, 1)
+
+
+def test_a_step_whose_losses_are_not_numbers_is_named_with_the_loss():
+    batches = [(torch.rand(4, 1, 28, 28), torch.zeros(4, dtype=torch.long))]
+    with pytest.raises(TypeError, match=r"<lambda> returned 'note' as a str"):
+        training.train(lambda x, y: {"loss": x.mean(), "note": "hi"}, batches, 1)
