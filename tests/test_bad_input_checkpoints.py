@@ -7,7 +7,7 @@ import zipfile
 import pytest
 import torch
 
-from common import dcgan, training
+from common import dcgan, training, vae
 from common.classifiers import MLPClassifier
 from common.machinery import checkpoints, pretrained, storage
 
@@ -270,6 +270,96 @@ def test_a_damaged_checkpoint_in_an_unwritable_folder_still_trains_in_memory_and
     assert out_model is model and out_history is history
     assert damaged.read_bytes() == b"damaged"                         # not overwritten either
     assert "PermissionError" in out and "NOT saved" in out and str(damaged) in out
+
+
+# =========================================================================== pretrained manifest
+
+
+def _two_models(directory):
+    torch.manual_seed(0)
+    pretrained.save(dcgan.DCGANGenerator((1, 28, 28), 16, 8).eval(), "g", {"budget": "b"}, directory=directory)
+    pretrained.save(vae.MLPVAE((1, 28, 28), 4, 16).eval(), "a", {"budget": "b"}, directory=directory)
+    return json.loads((directory / pretrained.MANIFEST).read_text())
+
+
+def _write(directory, table):
+    (directory / pretrained.MANIFEST).write_text(json.dumps(table))
+
+
+def test_a_swapped_manifest_entry_is_refused_not_loaded_under_the_wrong_name(tmp_path):
+    table = _two_models(tmp_path)
+    table["models"]["g"] = table["models"]["a"]                       # g's entry now names a.pt
+    _write(tmp_path, table)
+    with pytest.raises(pretrained.PretrainedError, match=r"entry 'g'.*names the file 'a\.pt'.*'g\.pt'.*git checkout"):
+        pretrained.load("g", directory=tmp_path)
+
+
+def test_a_file_holding_another_class_than_its_manifest_entry_is_refused(tmp_path):
+    table = _two_models(tmp_path)
+    (tmp_path / "a.pt").replace(tmp_path / "g.pt")                    # g.pt now holds the MLPVAE
+    table["models"]["g"]["sha256"] = storage.file_hash(tmp_path / "g.pt")
+    _write(tmp_path, table)
+    with pytest.raises(pretrained.PretrainedError, match=r"g\.pt holds a MLPVAE.*manifest.*DCGANGenerator"):
+        pretrained.load("g", directory=tmp_path)
+    del table["models"]["g"]["class"]                                 # an entry written before 'class': by size
+    _write(tmp_path, table)
+    with pytest.raises(pretrained.PretrainedError, match=r"g\.pt holds a MLPVAE with [\d,]+ parameters.*manifest.*[\d,]+"):
+        pretrained.load("g", directory=tmp_path)
+
+
+@pytest.mark.parametrize("key", ["file", "sha256", "parameters"])
+def test_a_manifest_entry_missing_a_key_is_named_with_the_key(tmp_path, key):
+    table = _two_models(tmp_path)
+    del table["models"]["g"][key]
+    _write(tmp_path, table)
+    with pytest.raises(pretrained.PretrainedError, match=rf"entry 'g' in .*manifest\.json has no '{key}'.*git checkout"):
+        pretrained.load("g", directory=tmp_path)
+
+
+@pytest.mark.parametrize("name, file", [("x", "../x.pt"), ("hostname", "/etc/hostname"), ("x", "sub/x.pt"),
+                                        ("../x", "../x.pt")])
+def test_a_manifest_file_outside_the_pretrained_folder_is_refused_before_it_is_opened(tmp_path, monkeypatch,
+                                                                                       name, file):
+    folder = tmp_path / "pre"
+    folder.mkdir()
+    outside = checkpoints.save_checkpoint(classifier(), tmp_path / "x.pt")
+    _write(folder, {"models": {name: {"file": file, "sha256": storage.file_hash(outside), "parameters": 1}}})
+    opened = []
+    monkeypatch.setattr(storage, "file_hash", lambda path, *a: opened.append(path))
+    with pytest.raises(pretrained.PretrainedError, match=r"plain file name inside .*pre"):
+        pretrained.load(name, directory=folder)
+    assert opened == []
+
+
+def test_a_manifest_file_that_links_out_of_the_pretrained_folder_is_refused_before_it_is_opened(tmp_path,
+                                                                                                 monkeypatch):
+    folder, elsewhere = tmp_path / "pre", tmp_path / "elsewhere"
+    folder.mkdir()
+    elsewhere.mkdir()
+    target = checkpoints.save_checkpoint(classifier(), elsewhere / "x.pt")
+    (folder / "x.pt").symlink_to(target)
+    _write(folder, {"models": {"x": {"file": "x.pt", "sha256": storage.file_hash(target), "parameters": 1}}})
+    opened = []
+    monkeypatch.setattr(storage, "file_hash", lambda path, *a: opened.append(path))
+    with pytest.raises(pretrained.PretrainedError, match=r"plain file name inside .*pre"):
+        pretrained.load("x", directory=folder)
+    assert opened == []
+
+
+def test_compare_names_the_entry_and_the_key_a_manifest_lacks(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+    monkeypatch.setattr(pretrained.runtime, "checkpoint_dir", lambda profile_name=None: tmp_path / "yours")
+    model = vae.MLPVAE((1, 28, 28), 4, 16)
+    checkpoints.save_checkpoint(model, "vae_mlp-toy", history=training.History(epochs=[{"epoch": 1}]).state_dict())
+    pretrained.save(model, "vae_mlp-toy", {"dataset": "toy"}, directory=tmp_path)   # no budget recorded
+    result = pretrained.compare([("MLP VAE", "vae_mlp", ["vae_mlp"])], SimpleNamespace(tag="toy"), directory=tmp_path)
+    assert not result.metrics and "MLP VAE: not compared (entry 'vae_mlp-toy'" in result.table
+    assert "has no 'budget'" in result.table
+    table = json.loads((tmp_path / pretrained.MANIFEST).read_text())
+    del table["models"]["vae_mlp-toy"]["dataset"]
+    _write(tmp_path, table)
+    with pytest.raises(pretrained.PretrainedError, match=r"entry 'vae_mlp-toy' in .*manifest\.json has no 'dataset'"):
+        pretrained.compare([("MLP VAE", "vae_mlp", ["vae_mlp"])], SimpleNamespace(tag="toy"), directory=tmp_path)
 
 
 # =========================================================================== training steps
