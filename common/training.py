@@ -15,8 +15,10 @@ Introduced in notebooks/01_vae.ipynb.
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
 import torch
@@ -126,6 +128,17 @@ def _check_batches(batches: Iterable, epochs: int) -> None:
         raise ValueError("batches is empty (a dataset with no images, or limit/subset 0?): nothing to train on")
 
 
+def _check_losses(step: Step, losses: object) -> None:
+    """The first result of a run's step, checked: a dict of loss names to numbers."""
+    name = getattr(step, "__qualname__", type(step).__name__)
+    fix = "a step returns a dict of loss names to scalar tensors or floats, such as {'loss': loss}"
+    if not isinstance(losses, Mapping):
+        raise TypeError(f"the step {name} returned a {type(losses).__name__}; {fix}")
+    for k, v in losses.items():
+        if not (torch.is_tensor(v) or isinstance(v, numbers.Real)):
+            raise TypeError(f"the step {name} returned {k!r} as a {type(v).__name__}; {fix}")
+
+
 class _Run:
     """The bookkeeping of one :func:`train` call: step counts, pending losses, epoch means."""
 
@@ -143,7 +156,10 @@ class _Run:
             if self.n_step == 0:                          # the door: once per run
                 check_batch(x, check) if check is not None else check_finite_floats(x)
             self.n_step += 1
-            self.pending.add(self.n_step, self.call(step, x, y))
+            losses = self.call(step, x, y)
+            if self.n_step == 1:
+                _check_losses(step, losses)
+            self.pending.add(self.n_step, losses)
             n_images += x.shape[0]
             self.bar.update()
             if self.n_step % self.postfix_every == 0:
@@ -232,30 +248,63 @@ def fit_or_load(name: str, model: torch.nn.Module, config: Mapping, run: Callabl
 
     ``config`` should hold everything that changes the trained weights (architecture, epochs,
     learning rate, data size, seed); a value a checkpoint cannot store is refused before training.
-    A file under ``name`` that cannot be read is renamed aside (``<name>.pt.unreadable-<time>``) and
-    said so, never overwritten; if saving fails, the trained model and history are still returned.
     The history is saved inside the checkpoint, so the figures of a reused run are the figures of
     the run that trained it. Either way the model comes back in eval mode (batch norm uses its
     running statistics), as a loaded checkpoint does.
+
+    A checkpoint is never lost: one that cannot be read is renamed aside before training
+    (``<name>.pt.unreadable-<time>``); one trained with another config, or without a history (saved
+    by hand), is renamed aside when the new one is saved (``<name>.pt.replaced-<time>``); each time
+    this is said. If the file can neither be read nor renamed (a folder that is not writable), or
+    if saving fails, the model is trained all the same and returned unsaved, with a message.
     """
     config = checkpoints.config_dict(config)        # refuses what a checkpoint cannot store, now
-    payload = checkpoints.read_or_set_aside(name)   # None if absent or unreadable (then kept aside)
-    if reuse and payload is not None and not checkpoints.config_differences(payload["config"], config):
-        loaded = checkpoints.rebuild(payload, checkpoints.checkpoint_path(name), device)
-        history = History.from_state_dict(payload["extra"]["history"])
-        print(f"{name}: reused {checkpoints.checkpoint_path(name)} (trained {payload['saved_at']}); "
-              f"{history.summary()}")
-        return loaded, history
+    path = checkpoints.checkpoint_path(name)
+    unsaved = ""                                     # why the new model cannot be saved, if it cannot
+    try:
+        payload = checkpoints.read_or_set_aside(name)   # None if absent or unreadable (then kept aside)
+    except OSError as err:
+        payload, unsaved = None, f"{path} could not be read or renamed aside ({type(err).__name__}: {err})"
+        print(f"{name}: {unsaved}; training anyway, but the model will NOT be saved.")
+    saved = _saved_history(payload)
+    differences = checkpoints.config_differences(payload["config"], config) if payload is not None else []
+    if reuse and saved is not None and not differences:
+        loaded = checkpoints.rebuild(payload, path, device)
+        print(f"{name}: reused {path} (trained {payload['saved_at']}); {saved.summary()}")
+        return loaded, saved
     history = run()
     model.eval()
     if history.interrupted:
         print(f"{name}: interrupted, so not checkpointed; the model is usable in this session.")
         return model, history
-    try:
-        path = checkpoints.save_checkpoint(model, name, config, history=history.state_dict())
-    except (OSError, checkpoints.CheckpointError) as err:  # e.g. a full disk: keep what was trained
-        print(f"{name}: {history.summary()}\n  NOT saved ({type(err).__name__}: {err}); the model is usable "
-              "in this session")
-        return model, history
-    print(f"{name}: {history.summary()}\n  saved to {path}")
+    if not unsaved:
+        try:
+            if payload is not None and (differences or saved is None):   # a different run: keep it
+                _keep_replaced(name, path, differences)
+            path = checkpoints.save_checkpoint(model, name, config, history=history.state_dict())
+        except (OSError, checkpoints.CheckpointError) as err:  # e.g. a full disk: keep what was trained
+            unsaved = f"{type(err).__name__}: {err}"
+    if unsaved:
+        print(f"{name}: {history.summary()}\n  NOT saved ({unsaved}); the model is usable in this session")
+    else:
+        print(f"{name}: {history.summary()}\n  saved to {path}")
     return model, history
+
+
+def _keep_replaced(name: str, path: Path, differences: list[str]) -> None:
+    """Rename the checkpoint a new run of ``name`` replaces aside, and say why and where."""
+    aside = checkpoints.keep_aside(path, "replaced")
+    why = (f"was trained with another config ({'; '.join(differences)})" if differences
+           else "has no training history (saved by hand?)")
+    print(f"{name}: {path} {why}, so it was kept as {aside.name} (rename it back to use it, or delete it).")
+
+
+def _saved_history(payload: dict | None) -> History | None:
+    """The training history a checkpoint of :func:`fit_or_load` holds; None for none or one that
+    does not load (a checkpoint saved by hand, or by a course version whose History differs)."""
+    extra = payload.get("extra") if payload is not None else None
+    state = extra.get("history") if isinstance(extra, dict) else None
+    try:
+        return History.from_state_dict(state) if isinstance(state, Mapping) else None
+    except (TypeError, ValueError, AttributeError):
+        return None

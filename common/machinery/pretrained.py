@@ -8,10 +8,13 @@ its weights are stored.
 
 - **Half precision.** A model's float32 weights are stored as float16 when that moves no pixel
   of its samples by more than 1/255 (measured when the file is written, on a fixed batch of
-  samples, and recorded as ``max_pixel_change``); otherwise they stay float32. :func:`load`
-  gives float32 weights back either way.
-- **Hash check.** :func:`load` compares the file's SHA-256 with the manifest's before reading
-  it; a file that differs (damaged, half downloaded, edited) is refused with the fix.
+  samples, and recorded as ``max_pixel_change``); otherwise they stay float32. Loading (here or
+  with ``checkpoints.load_checkpoint``) gives float32 weights back either way.
+- **Manifest and hash check.** A model's file is ``<name>.pt`` in the manifest's folder: an entry
+  naming any other file (``../x.pt``, an absolute path, another model's file) is refused before
+  anything is opened. :func:`load` compares the file's SHA-256 with the manifest's before reading
+  it, and the model's class and parameter count with the entry's after; a file that differs
+  (damaged, half downloaded, edited, swapped) is refused with the fix.
 
 ``python -m tools.pretrain`` trains and writes them (see its docstring for the budgets).
 """
@@ -66,20 +69,58 @@ def entry(name: str, directory: str | Path = DIR) -> dict:
     return models[name]
 
 
-def _read(path: Path, device: torch.device | str) -> tuple[torch.nn.Module, dict]:
-    """Rebuild the model in ``path`` with float32 weights (the half-precision ones cast back)."""
-    payload = checkpoints.read_checkpoint(path)
-    half = set(payload["extra"].get("half_precision_keys", []))
-    payload["state_dict"] = {k: v.float() if k in half else v for k, v in payload["state_dict"].items()}
-    return checkpoints.rebuild(payload, path, device), payload
+LOAD_KEYS = ("file", "sha256", "parameters")                  # what :func:`load` checks the file by
+BUDGET_KEYS = ("budget", "epochs", "train_seconds", "device")    # what :func:`compare` prints
+
+
+def _require(name: str, record: object, keys: tuple, directory: str | Path) -> None:
+    """Refuse a manifest entry that is not a table or lacks one of ``keys``, naming both."""
+    where = f"entry {name!r} in {Path(directory) / MANIFEST}"
+    fix = (f"restore the manifest with `git checkout -- {MANIFEST}` in {directory}, or retrain the model with "
+           "`python -m tools.pretrain`")
+    if not isinstance(record, dict):
+        raise PretrainedError(f"{where} is a {type(record).__name__}, not a table of the model's file, hash and "
+                              f"budget; {fix}")
+    missing = [k for k in keys if k not in record]
+    if missing:
+        raise PretrainedError(f"{where} has no {missing[0]!r}; {fix}")
+
+
+def _file(name: str, record: dict, directory: str | Path) -> Path:
+    """The entry's file, which must be ``<name>.pt`` inside ``directory`` (checked before anything
+    opens it: a manifest may not make :func:`load` read, or hash, a file from elsewhere)."""
+    folder, file = Path(directory), record["file"]
+    restore = f"restore the manifest with `git checkout -- {MANIFEST}` in {folder}"
+    if not isinstance(file, str) or Path(file).name != file or "\\" in file or \
+            (folder / file).resolve().parent != folder.resolve():
+        raise PretrainedError(f"entry {name!r} in {folder / MANIFEST} names the file {file!r}; only a plain file name "
+                              f"inside {folder} is accepted (the entry was edited): {restore}")
+    if file != f"{name}.pt":
+        raise PretrainedError(f"entry {name!r} in {folder / MANIFEST} names the file {file!r}, but the file of a model "
+                              f"is its name, {name + '.pt'!r}: entries were swapped or edited; {restore}")
+    return folder / file
+
+
+def _check_model(path: Path, model: torch.nn.Module, record: dict) -> None:
+    """The model in ``path`` must be what its manifest entry says: its class (recorded by
+    :func:`save` since entries have a ``class``) and its parameter count."""
+    cls, n = type(model).__name__, sum(p.numel() for p in model.parameters())
+    fix = "the file or the manifest was swapped or edited; restore both with `git checkout -- data/pretrained/`"
+    if record.get("class", cls) != cls:
+        raise PretrainedError(f"{path} holds a {cls}, but its manifest entry says {record['class']}: {fix}")
+    if n != record["parameters"]:
+        raise PretrainedError(f"{path} holds a {cls} with {n:,} parameters, but its manifest entry says "
+                              f"{record['parameters']}: {fix}")
 
 
 def load(name: str, device: torch.device | str = "cpu",
          directory: str | Path = DIR) -> tuple[torch.nn.Module, dict]:
     """The pretrained model ``name`` on ``device`` (eval mode, float32) and its manifest entry.
-    The file's SHA-256 must match the manifest's."""
+    The entry must name the file ``<name>.pt``, whose SHA-256 and parameter count (and class,
+    where the entry records it) must match the entry's."""
     record = entry(name, directory)
-    path = Path(directory) / record["file"]
+    _require(name, record, LOAD_KEYS, directory)
+    path = _file(name, record, directory)
     if not path.is_file():
         raise PretrainedError(f"{path} is listed in the manifest but missing; restore it with "
                               "`git checkout -- data/pretrained/` (or `git lfs pull` on a fork that moved it to LFS)")
@@ -88,7 +129,8 @@ def load(name: str, device: torch.device | str = "cpu",
         raise PretrainedError(f"{path} does not match its manifest (SHA-256 {digest[:12]}..., expected "
                               f"{record['sha256'][:12]}...): the file is damaged or was changed. Restore it with "
                               "`git checkout -- data/pretrained/`, or retrain it with `python -m tools.pretrain`")
-    model, _ = _read(path, device)
+    model, _ = checkpoints.load_checkpoint(path, device)
+    _check_model(path, model, record)
     return model, record
 
 
@@ -123,15 +165,15 @@ def save(model: torch.nn.Module, name: str, record: dict,
     path = directory / f"{name}.pt"
     twin, keys = _half_copy(model)
     checkpoints.save_checkpoint(twin, path, config, half_precision_keys=keys)
-    change = (_samples(_read(path, "cpu")[0], sample, seed) - reference).abs().max().item()
+    change = (_samples(checkpoints.load_checkpoint(path)[0], sample, seed) - reference).abs().max().item()
     precision = "float16"
     if change > TOLERANCE:                  # half precision would change the samples: keep float32
         checkpoints.save_checkpoint(model, path, config, half_precision_keys=[])
-        change = (_samples(_read(path, "cpu")[0], sample, seed) - reference).abs().max().item()
+        change = (_samples(checkpoints.load_checkpoint(path)[0], sample, seed) - reference).abs().max().item()
         precision = "float32"
-    result = {**record, "file": path.name, "sha256": storage.file_hash(path), "bytes": path.stat().st_size,
-              "parameters": sum(p.numel() for p in model.parameters()), "storage": precision,
-              "max_pixel_change": change}
+    result = {**record, "file": path.name, "class": type(model).__name__, "sha256": storage.file_hash(path),
+              "bytes": path.stat().st_size, "parameters": sum(p.numel() for p in model.parameters()),
+              "storage": precision, "max_pixel_change": change}
     table = manifest(directory)
     table["models"][name] = result
     table["models"] = dict(sorted(table["models"].items()))
@@ -180,7 +222,10 @@ def compare(models, test, n: int = 5_000, per_class: int = 500, seed: int = 0,
     classifier. The samples share their noise (and labels), so each pair of rows shows what the
     longer training changed. A model missing on either side is named, with the reason, instead."""
     from .. import classifiers, fid     # measured with the teaching code, imported when measuring
-    shipped_for = {m["dataset"] for m in manifest(directory)["models"].values()}
+    table = manifest(directory)["models"]
+    for key, record in table.items():
+        _require(key, record, ("dataset",), directory)
+    shipped_for = {record["dataset"] for record in table.values()}
     pairs, notes = [], []
     for label, ckpt, timed in models:
         name = f"{ckpt}-{test.tag}"
@@ -192,6 +237,7 @@ def compare(models, test, n: int = 5_000, per_class: int = 500, seed: int = 0,
             mine, _ = checkpoints.load_checkpoint(name, device)
             epochs, budget = _history_budget(timed, test.tag, device)
             shipped, record = load(name, device, directory)
+            _require(name, record, BUDGET_KEYS, directory)
         except (checkpoints.CheckpointError, PretrainedError) as err:
             notes.append(f"{label}: not compared ({err})")
             continue
