@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from common.machinery import checkpoints, data, decode_cache, images, storage
+from common.machinery import checkpoints, data, decode_cache, storage
 from common.classifiers import MLPClassifier
 
 SIZE = 8  # decoded side: tiny, so each build takes milliseconds

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from common.machinery import data, decode_cache, dsprites, folders, sources
+from common.machinery import data, decode_cache, dsprites, sources
 
 
 def write_idx(path, array, gz=True):
