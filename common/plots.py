@@ -148,6 +148,23 @@ def snapshot_rows(history: History, every: int = 1, title: str | None = None) ->
     return image_rows({f"epoch {e}": history.snapshots[e].float().div(255) for e in keep}, title)
 
 
+def interpolation_strip(images: torch.Tensor, names: Sequence[str] | None, title: str) -> Figure:
+    """The frames of a latent path side by side, each titled with its position t (and ``names``, if
+    given): the static view of :func:`common.widgets.interpolation`."""
+    steps = len(images)
+    fontsize = 7                                                 # points, of the frames' titles
+    tile = tile_inches(images, 0.8)
+    fig, axes = plt.subplots(1, steps, figsize=(tile * steps, tile + (0.5 if names else 0.2)),
+                             gridspec_kw={"left": 0.01, "right": 0.99, "wspace": 0.08})
+    for i, ax in enumerate(axes):
+        image_grid(images[i:i + 1], nrow=1, ax=ax)
+        ax.set_title(f"t={i / (steps - 1):.1f}" + (f"\n{names[i]}" if names else ""), fontsize=fontsize)
+    # the title sits above the frames' own titles (one or two lines of 7 pt), never on them
+    above = ((2 if names else 1) * fontsize * 1.3 + 6 + 4) / 72  # inches: frame titles, pad, gap
+    fig.suptitle(title, fontsize=10, va="bottom", y=fig.subplotpars.top + above / fig.get_figheight())
+    return fig
+
+
 def _smooth(values: Sequence[float], window: int) -> np.ndarray:
     v = np.asarray(values, dtype=float)
     if window <= 1 or len(v) < window:

@@ -58,12 +58,7 @@ def require_finite(loss: torch.Tensor, name: str = "loss") -> None:
         raise NonFiniteLossError(f"loss {name!r} became {value}", loss=name, update_skipped=True, value=value)
 
 
-_NAN_FIXES = ("Usual fixes: lower the learning rate, check inputs are in [0, 1] and finite, clamp "
-              "log-variances.")
-
-
-def _scalar(v: "torch.Tensor | float") -> float:
-    return float(v.detach()) if torch.is_tensor(v) else float(v)
+_NAN_FIXES = "Usual fixes: lower the learning rate, check inputs are in [0, 1] and finite, clamp log-variances."
 
 
 def update(optimizer: torch.optim.Optimizer, loss: torch.Tensor, name: str = "loss") -> None:
@@ -145,8 +140,7 @@ class _Run:
     def __init__(self, history: History, bar, postfix_every: int):
         self.history, self.bar, self.postfix_every = history, bar, postfix_every
         self.pending, self.n_step, self.current = Pending(), 0, history.n_epochs + 1
-        self.sums: dict[str, float] = {}
-        self.counts: dict[str, int] = {}   # a loss reported on some batches only is averaged over those
+        self.sums, self.counts = {}, {}   # a loss reported on some batches only is averaged over those
 
     def epoch(self, step: Step, batches: Iterable, epoch: int, check: torch.nn.Module | None) -> None:
         self.current, n_images, start = epoch, 0, time.perf_counter()
@@ -180,11 +174,11 @@ class _Run:
         except NonFiniteLossError as err:
             self.record()  # what the steps before this one reported
             raise NonFiniteLossError(
-                f"Loss {err.loss!r} became {err.value} at epoch {self.current}, step {self.n_step}. "
-                "Training stopped before the optimizer update that would have used it, so no "
-                "parameter was updated with it (updates earlier in the step, such as D's before "
-                "G's, did run, and so did this step's batch-norm statistics); `err.history` "
-                f"holds what was recorded. {_NAN_FIXES}", self.history, err.loss, True, err.value) from None
+                f"Loss {err.loss!r} became {err.value} at epoch {self.current}, step {self.n_step}. Training "
+                "stopped before the optimizer update that would have used it, so no parameter was updated with "
+                "it (updates earlier in the step, such as D's before G's, did run, and so did this step's "
+                f"batch-norm statistics); `err.history` holds what was recorded. {_NAN_FIXES}",
+                self.history, err.loss, True, err.value) from None
 
     def record(self) -> None:
         """Read the pending losses back (one transfer), check them, and add them to the history."""
@@ -217,9 +211,8 @@ class _Run:
 
 
 @torch.no_grad()
-def evaluate(loss_fn: Callable[[torch.Tensor, torch.Tensor], Mapping[str, torch.Tensor]],
-             batches: Iterable, model: torch.nn.Module | None = None,
-             seed: int | None = 0) -> dict[str, float]:
+def evaluate(loss_fn: Callable[[torch.Tensor, torch.Tensor], Mapping[str, torch.Tensor]], batches: Iterable,
+             model: torch.nn.Module | None = None, seed: int | None = 0) -> dict[str, float]:
     """Mean of ``loss_fn(x, y)``'s values over all batches, weighted by batch size.
 
     ``model`` (if given) is put in eval mode for the pass and restored afterwards. A loss that
@@ -233,16 +226,15 @@ def evaluate(loss_fn: Callable[[torch.Tensor, torch.Tensor], Mapping[str, torch.
             torch.manual_seed(seed)
         for x, y in batches:
             for k, v in loss_fn(x, y).items():
-                sums[k] = sums.get(k, 0.0) + _scalar(v) * x.shape[0]
+                sums[k] = sums.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v) * x.shape[0]
             n += x.shape[0]
     if n == 0:
         raise ValueError("evaluate got no batches (an empty dataset?): there is nothing to average")
     return {k: v / n for k, v in sums.items()}
 
 
-def fit_or_load(name: str, model: torch.nn.Module, config: Mapping, run: Callable[[], History],
-                reuse: bool, device: torch.device | str = "cpu"
-                ) -> tuple[torch.nn.Module, History]:
+def fit_or_load(name: str, model: torch.nn.Module, config: Mapping, run: Callable[[], History], reuse: bool,
+                device: torch.device | str = "cpu") -> tuple[torch.nn.Module, History]:
     """Train ``model`` with ``run()`` and checkpoint it as ``name``, or, when ``reuse`` is True and
     a checkpoint trained with exactly ``config`` exists, load that model and its history instead.
 
@@ -284,10 +276,8 @@ def fit_or_load(name: str, model: torch.nn.Module, config: Mapping, run: Callabl
             path = checkpoints.save_checkpoint(model, name, config, history=history.state_dict())
         except (OSError, checkpoints.CheckpointError) as err:  # e.g. a full disk: keep what was trained
             unsaved = f"{type(err).__name__}: {err}"
-    if unsaved:
-        print(f"{name}: {history.summary()}\n  NOT saved ({unsaved}); the model is usable in this session")
-    else:
-        print(f"{name}: {history.summary()}\n  saved to {path}")
+    said = f"NOT saved ({unsaved}); the model is usable in this session" if unsaved else f"saved to {path}"
+    print(f"{name}: {history.summary()}\n  {said}")
     return model, history
 
 

@@ -1,5 +1,4 @@
-"""Interactive latent-space widgets that compute what they show while the kernel runs, each with a
-static figure that reads well without a kernel.
+"""Interactive latent-space widgets that decode what they show live, each with a static figure.
 
 Sliders need a live Jupyter kernel; on GitHub, in a rendered page or in CI they show nothing. So
 every helper here returns the widget *and* draws the same information as a static figure. The
@@ -60,9 +59,8 @@ def path(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor | Sequence[float],
     if z0.shape != z1.shape:
         raise ValueError(f"z0 and z1 must have the same shape, got {tuple(z0.shape)} and {tuple(z1.shape)}")
     t = torch.as_tensor(t, dtype=z0.dtype, device=z0.device).view(-1, *([1] * z0.dim()))
-    points = _arc(z0, z1, t) if spherical else None
-    if points is None:
-        points = (1 - t) * z0 + t * z1
+    arc = _arc(z0, z1, t) if spherical else None
+    points = arc if arc is not None else (1 - t) * z0 + t * z1
     # the ends are the inputs themselves: round-off in the formulas would move them by an ulp or so
     return torch.where(t == 0, z0, torch.where(t == 1, z1, points))
 
@@ -121,23 +119,6 @@ def from_png(png: bytes, n: int = 1, zoom: int = ZOOM, gap: int = 2) -> torch.Te
     return torch.stack([t[..., i * (w + gap): i * (w + gap) + w] for i in range(n)])
 
 
-def _static_strip(images, names, title):
-    steps = len(images)
-    fontsize = 7                                                 # points, of the frames' titles
-    tile = plots.tile_inches(images, 0.8)
-    fig, axes = plt.subplots(1, steps, figsize=(tile * steps, tile + (0.5 if names else 0.2)),
-                             gridspec_kw={"left": 0.01, "right": 0.99, "wspace": 0.08})
-    for i, ax in enumerate(axes):
-        plots.image_grid(images[i:i + 1], nrow=1, ax=ax)
-        ax.set_title(f"t={i / (steps - 1):.1f}" + (f"\n{names[i]}" if names else ""),
-                     fontsize=fontsize)
-    # the title sits above the frames' own titles (one or two lines of 7 pt), never on them
-    height = fig.get_figheight()
-    above = ((2 if names else 1) * fontsize * 1.3 + 6 + 4) / 72  # inches: frame titles, pad, gap
-    fig.suptitle(title, fontsize=10, va="bottom", y=fig.subplotpars.top + above / height)
-    return fig
-
-
 class Interpolation(W.VBox):
     """A live interpolation: a position slider that decodes on demand, optional endpoint pickers
     (``start``/``end``), an optional class picker (``label``) and an optional linear/spherical switch
@@ -164,8 +145,7 @@ class Interpolation(W.VBox):
             self.mode = W.ToggleButtons(options=[("linear", False), ("spherical", True)], value=bool(spherical),
                                         description="path")
             rows.insert(0, self.mode)
-        self.view = W.Image(format="png")
-        self.caption = W.Label()
+        self.view, self.caption = W.Image(format="png"), W.Label()
         super().__init__(rows + [self.view, self.caption])
         for control in (self.t, self.start, self.end, self.label, self.mode):
             if control is not None:
@@ -188,8 +168,7 @@ class Interpolation(W.VBox):
         self.show()
 
     def show(self, change=None):
-        spherical = bool(self.mode.value) if self.mode is not None else False
-        z = path(self.z0, self.z1, [self.t.value], spherical=spherical)
+        z = path(self.z0, self.z1, [self.t.value], spherical=self.mode is not None and bool(self.mode.value))
         self.current = self.decode(z)[0].float().cpu()
         self.view.value = to_png(self.current[None])
         self.view.width = str(self.current.shape[-1] * ZOOM)   # native size x ZOOM, never stretched
@@ -222,14 +201,12 @@ def interpolation(decode: Callable[..., torch.Tensor], z0: torch.Tensor | None =
     widget = Interpolation(decode, z0, z1, labels, endpoint, endpoint_name, endpoint_max, ends, classes, spherical)
     images = widget.decode(path(z0, z1, torch.linspace(0, 1, steps), spherical=bool(spherical))).cpu()
     names = labels(images) if labels is not None else None
-    return widget, _static_strip(images, names, title), images
+    return widget, plots.interpolation_strip(images, names, title), images
 
 
 class LatentExplorer(W.HBox):
-    """A point moved over a 2-D latent map (two sliders) and the image decoded at it.
-
-    ``x``/``y`` are the sliders, ``map_view`` the map with the point marked, ``view`` the decoded
-    image and ``current`` that image as a (C, H, W) tensor."""
+    """A point moved over a 2-D latent map by two sliders (``x``, ``y``), and the image decoded at it:
+    ``map_view`` is the map with the point marked, ``view`` the decoded image, ``current`` it as (C, H, W)."""
 
     def __init__(self, decode, points, point_labels=None, classes=None, title="latent space", zoom=ZOOM):
         self._decode, self._zoom = decode, zoom
@@ -294,14 +271,11 @@ def latent_explorer(decode: Callable[[torch.Tensor], torch.Tensor], points: torc
     return LatentExplorer(decode, points, point_labels, classes, title)
 
 
-def class_picker(sample: Callable[[int, int], torch.Tensor], classes: list[str] | tuple[str, ...],
-                 n_seeds: int = 20):
+def class_picker(sample: Callable[[int, int], torch.Tensor], classes: list[str] | tuple[str, ...], n_seeds: int = 20):
     """Pick a class and a noise seed; see the conditional generator's samples for them.
 
-    ``sample(label, seed)`` returns a few images (k, C, H, W) in [0, 1]. Returns the widget; the
-    static fallback of a conditional model is its per-class grid (``plots.image_grid`` of a batch
-    with one row per class), drawn by the notebook.
-    """
+    ``sample(label, seed)`` returns a few images (k, C, H, W) in [0, 1]. Returns the widget; the static
+    fallback is the notebook's per-class grid (``plots.image_grid`` of a batch, one row per class)."""
     dropdown = W.Dropdown(options=[(name, i) for i, name in enumerate(classes)], value=0, description="class")
     seed = W.IntSlider(min=0, max=n_seeds - 1, value=0, description="noise seed")
     view = W.Image(format="png")

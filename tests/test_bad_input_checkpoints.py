@@ -9,7 +9,7 @@ import torch
 
 from common import dcgan, training, vae
 from common.classifiers import MLPClassifier
-from common.machinery import checkpoints, pretrained, storage
+from common.machinery import checkpoint_checks, checkpoints, pretrained, storage
 
 
 @pytest.fixture
@@ -107,7 +107,7 @@ def test_a_tensor_record_that_declares_more_bytes_than_its_tensor_needs_is_refus
 
 def test_an_oversized_pickle_is_refused_from_the_zip_directory_before_it_is_read(ckdir, monkeypatch, data_reads):
     checkpoints.save_checkpoint(classifier(), "pickle", {})
-    monkeypatch.setattr(checkpoints, "PICKLE_BYTES", 100)              # a course pickle is > 100 bytes
+    monkeypatch.setattr(checkpoint_checks, "PICKLE_BYTES", 100)        # a course pickle is > 100 bytes
     data_reads.clear()
     with pytest.raises(checkpoints.CheckpointError, match=r"pickle\.pt.*data\.pkl declares \d+ B.*at most 100 B"):
         checkpoints.load_checkpoint("pickle")
@@ -117,7 +117,7 @@ def test_an_oversized_pickle_is_refused_from_the_zip_directory_before_it_is_read
 def test_extras_over_their_bound_are_refused_naming_the_key(ckdir, monkeypatch):
     history = {"snapshots": {"1": torch.zeros(300, dtype=torch.uint8)}}
     checkpoints.save_checkpoint(classifier(), "extra", history=history)
-    monkeypatch.setattr(checkpoints, "EXTRA_BYTES", 200)
+    monkeypatch.setattr(checkpoint_checks, "EXTRA_BYTES", 200)
     with pytest.raises(checkpoints.CheckpointError, match=r"extra\['history'\]\['snapshots'\]\['1'\].*300 B.*200 B"):
         checkpoints.load_checkpoint("extra")
     # and a file that loading would refuse is never written

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from common import fid, widgets
-from common.machinery import data, features, fid_stats, runtime, storage
+from common.machinery import data, features, fid_stats, inception_weights, runtime, storage
 
 
 class MeanStdExtractor(features.FeatureExtractor):
@@ -140,7 +140,7 @@ def test_inception_weights_from_the_environment_warn_when_their_hash_is_not_the_
 
 def test_a_copy_of_the_recorded_network_loads_silently_under_the_recorded_id(scripted_net, monkeypatch):
     sha1 = storage.file_hash(scripted_net, "sha1")
-    monkeypatch.setattr(features, "INCEPTION_SHA1", sha1)   # as if it were the recorded network
+    monkeypatch.setattr(inception_weights, "INCEPTION_SHA1", sha1)   # as if it were the recorded network
     monkeypatch.setenv(features.INCEPTION_VAR, str(scripted_net))
     with warnings.catch_warnings():
         warnings.simplefilter("error")

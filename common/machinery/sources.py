@@ -21,6 +21,7 @@ memory-map it after checking its size, shape and SHA-256.
 from __future__ import annotations
 
 import gzip
+import importlib
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -254,17 +255,16 @@ REGISTRY: dict[str, Callable] = {
         "t10k-labels-idx1-ubyte.gz into {folder}/ (e.g. from a machine with a network: "
         "python -c \"import torchvision; torchvision.datasets.MNIST('data', download=True)\"), or run once with a network"),
     "svhn": _read_svhn,
-    "celeba": lambda *args: _folders().read_celeba(*args),
+    "celeba": lambda *args: _folders("celeba").read_celeba(*args),
     "dsprites": _read_dsprites,
     "imagenette": lambda *args: _folders().read_imagenette(*args),
 }
 LABELLED = ("fashion_mnist", "mnist", "svhn", "dsprites", "imagenette", "image_folder:PATH with class sub-folders")
 
 
-def _folders():
-    """The readers of folders of image files (:mod:`.folders`, which builds on this module)."""
-    from . import folders
-    return folders
+def _folders(module: str = "folders"):
+    """The readers of folders of image files (:mod:`.folders`, :mod:`.celeba`: they build on this module)."""
+    return importlib.import_module(f".{module}", __package__)
 
 
 def reader(name: str) -> tuple[str, Callable]:
