@@ -1,0 +1,185 @@
+"""Training that survives being killed: a resume file saved every few steps, and a run that
+continues from it when started again.
+
+:func:`train` is :func:`common.training.train` plus a :class:`Resume`. Every ``every`` steps (and
+at the end) it writes, atomically (:func:`~common.machinery.storage.atomic_write`), one file
+holding the models' and optimizers' ``state_dict`` s, each EMA's average and update count, the
+position (epochs done, steps into the current epoch), the batches' shuffling generator as it was
+when the current epoch drew its order, the global random state (CPU, and CUDA's if any) and the
+history so far. Run again with the same arguments, it loads that file and goes on from the saved
+step: on the CPU, with the same seed, the final weights are bitwise those of a run never stopped.
+A run killed at any moment loses at most ``every`` steps.
+
+The file is read with ``torch.load(weights_only=True)`` (no pickled code runs) after its zip
+directory is checked, and holds the run's config: a file written by a run with another config is
+refused (:class:`~common.machinery.checkpoint_checks.CheckpointError` naming the file and the fix),
+never silently continued.
+
+The epoch in progress when the run was stopped is recorded in the history from its resumed part
+only (its mean losses average the steps after the resume).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import torch
+
+from . import storage
+from .checkpoint_checks import CheckpointError, _tensor_records, torch_load
+from .history import History
+
+FORMAT = "dgm-resume-1"
+
+
+@dataclass
+class Resume:
+    """What :func:`train` saves to ``path`` every ``every`` steps, and checks ``config`` against.
+
+    ``models``, ``optimizers`` and ``emas`` are dicts of names to the run's objects (an EMA is
+    :class:`common.ema.EMA`); ``config`` holds what makes the run what it is (plain values).
+    ``write``: False on every process but one (data-parallel ranks other than 0)."""
+
+    path: str | Path
+    config: Mapping[str, Any]
+    models: Mapping[str, torch.nn.Module]
+    optimizers: Mapping[str, torch.optim.Optimizer] = field(default_factory=dict)
+    emas: Mapping[str, Any] = field(default_factory=dict)
+    every: int = 500
+    write: bool = True
+
+    def __post_init__(self):
+        from .checkpoints import config_dict
+        self.path, self.config = Path(self.path), config_dict(self.config)
+        if not (isinstance(self.every, int) and self.every > 0):
+            raise ValueError(f"Resume(every=...) is a number of steps >= 1, got {self.every!r}")
+
+
+class _Position:
+    """Where the run stands, and the batch iterable that skips the batches already trained on."""
+
+    def __init__(self, batches, epochs_done: int = 0, step_in_epoch: int = 0, epoch_rng=None):
+        self.batches, self.epochs_done, self.step_in_epoch = batches, epochs_done, step_in_epoch
+        self.skip, self.restore = step_in_epoch, epoch_rng   # applied to the next epoch only
+        self.epoch_rng = None
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        gen = getattr(self.batches, "generator", None)
+        if self.restore is not None and gen is not None:
+            gen.set_state(self.restore)
+        self.restore = None
+        self.epoch_rng = gen.get_state() if gen is not None else None
+        self.step_in_epoch, skip, self.skip = 0, self.skip, 0
+        for i, batch in enumerate(self.batches):
+            if i < skip:
+                self.step_in_epoch += 1
+                continue
+            yield batch
+        self.epochs_done += 1
+        self.step_in_epoch = 0
+
+
+def _rng_state() -> dict:
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Mapping) -> None:
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save(resume: Resume, position: _Position, history: History, steps: int) -> None:
+    """Write ``resume.path`` all or nothing (nothing on a process with ``write=False``)."""
+    if not resume.write:
+        return
+    done, into, epoch_rng = position.epochs_done, position.step_in_epoch, position.epoch_rng
+    if into >= len(position):     # the epoch's last step: saved as the next epoch's start
+        gen = getattr(position.batches, "generator", None)
+        done, into, epoch_rng = done + 1, 0, gen.get_state() if gen is not None else None
+    payload = {
+        "format": FORMAT, "config": resume.config, "steps": steps,
+        "epochs_done": done, "step_in_epoch": into, "epoch_rng": epoch_rng, "rng": _rng_state(), "history": history.state_dict(),
+        "models": {k: _unwrap(m).state_dict() for k, m in resume.models.items()},
+        "optimizers": {k: o.state_dict() for k, o in resume.optimizers.items()},
+        "emas": {k: {"model": e.model.state_dict(), "updates": e.updates} for k, e in resume.emas.items()},
+    }
+    with storage.signals_deferred(), storage.atomic_write(resume.path) as f:
+        torch.save(payload, f)
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return getattr(model, "module", model)   # a DistributedDataParallel's model
+
+
+def load(resume: Resume) -> dict | None:
+    """The payload of ``resume.path`` (None when there is none), checked: a resume file of this
+    very config; every model, optimizer and EMA of the run is restored from it."""
+    path = resume.path
+    if not path.exists():
+        return None
+    _tensor_records(path)                        # the zip directory, before any tensor is read
+    payload = torch_load(path, "cpu")
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a resume file of this course ({FORMAT}). Delete it, or pass "
+                              "another resume path, to start the run afresh.", "not a resume file")
+    if payload.get("config") != resume.config:
+        saved = payload.get("config") if isinstance(payload.get("config"), dict) else {}
+        diff = sorted(k for k in set(saved) | set(resume.config) if saved.get(k) != resume.config.get(k))
+        raise CheckpointError(
+            f"{path} was saved by a run with another config (differs in: {', '.join(diff)}), so continuing "
+            "from it would mix two runs. Re-run with the config it was saved with, or delete the file (or "
+            "pass another resume path) to start afresh.", "another config")
+    for group, objects in (("models", resume.models), ("optimizers", resume.optimizers), ("emas", resume.emas)):
+        if set(payload[group]) != set(objects):
+            raise CheckpointError(f"{path} holds {group} {sorted(payload[group])}, this run has {sorted(objects)}. "
+                                  "Delete it to start afresh.", f"other {group}")
+    for k, m in resume.models.items():
+        _unwrap(m).load_state_dict(payload["models"][k])
+    for k, o in resume.optimizers.items():
+        o.load_state_dict(payload["optimizers"][k])
+    for k, e in resume.emas.items():
+        e.model.load_state_dict(payload["emas"][k]["model"])
+        e.updates = int(payload["emas"][k]["updates"])
+    _set_rng_state(payload["rng"])
+    return payload
+
+
+def train(step, batches: Iterable, epochs: int, resume: Resume, **kwargs) -> History:
+    """:func:`common.training.train` for ``epochs`` epochs in all, continued from ``resume.path``
+    when it exists (then the epochs already done are not run again) and saved to it every
+    ``resume.every`` steps and at the end. ``kwargs`` go to :func:`~common.training.train`
+    (``history`` excepted: the resume file holds it)."""
+    from .. import training
+    payload = load(resume)
+    if payload is None:
+        position, history, steps = _Position(batches), History(), 0
+    else:
+        position = _Position(batches, payload["epochs_done"], payload["step_in_epoch"], payload["epoch_rng"])
+        history, steps = History.from_state_dict(payload["history"]), int(payload["steps"])
+        print(f"Resumed from {resume.path}: {position.epochs_done} epochs and {position.step_in_epoch} "
+              f"steps done ({steps} steps in all).")
+    left = epochs - position.epochs_done
+    if left <= 0:
+        return history
+    count = [steps]
+
+    def saving_step(x, y):
+        losses = step(x, y)
+        count[0] += 1
+        position.step_in_epoch += 1
+        if count[0] % resume.every == 0:
+            save(resume, position, history, count[0])
+        return losses
+
+    history = training.train(saving_step, position, left, history=history, **kwargs)
+    if not history.interrupted:
+        save(resume, position, history, count[0])
+    return history
