@@ -107,6 +107,54 @@ class ConvClassifier(Module):
     predict = MLPClassifier.predict
 
 
+class IndependentClassifier(Module):
+    """A second Fashion-MNIST judge, built unlike :class:`ConvClassifier` and never used in any
+    training loss: 5x5 convolutions that halve the size by stride (no pooling, no batch norm),
+    dropout, and a two-layer head on the flattened 7x7 maps (not a global average). Trained with
+    random shifts and flips (``tools/train_independent_classifier.py``, seed 1), so what it calls
+    a Sneaker is not what the course's own classifier, or a discriminator trained against a
+    classifier of that kind, learned to call one. It measures the conditional models' class
+    accuracy for the leaderboard (issue 28)."""
+
+    def __init__(self, image_shape: tuple, n_classes: int, width: int = 32, hidden: int = 256):
+        super().__init__()
+        self.image_shape = check_image_shape(image_shape)
+        c, h, w = self.image_shape
+        self.body = nn.Sequential(
+            nn.Conv2d(c, width, 5, padding=2), nn.GELU(),
+            nn.Conv2d(width, 2 * width, 5, stride=2, padding=2), nn.GELU(),
+            nn.Conv2d(2 * width, 2 * width, 5, stride=2, padding=2), nn.GELU(), nn.Flatten())
+        size = 2 * width * -(-h // 4) * -(-w // 4)
+        self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(size, hidden), nn.GELU(), nn.Dropout(0.3),
+                                  nn.Linear(hidden, n_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x - 0.5))
+
+    loss = MLPClassifier.loss
+    predict = MLPClassifier.predict
+
+
+INDEPENDENT_WEIGHTS = "independent_classifier.pt"   # in data/, committed, with its .json record
+
+
+def load_independent(device: torch.device | str = "cpu") -> IndependentClassifier:
+    """The committed independent classifier (eval mode), its SHA-256 checked against its record."""
+    import json
+
+    from .machinery import checkpoints, runtime, storage
+    path = runtime.REPO_ROOT / "data" / INDEPENDENT_WEIGHTS
+    record = path.with_suffix(".json")
+    if not (path.is_file() and record.is_file()):
+        raise FileNotFoundError(f"{path} or its record {record.name} is missing: restore them with `git checkout -- "
+                                f"data/` or train them with `python -m tools.train_independent_classifier`")
+    if storage.file_hash(path) != json.loads(record.read_text())["sha256"]:
+        raise checkpoints.CheckpointError(f"{path} is not the file its record {record.name} describes (SHA-256 "
+                                          "differs): restore it with `git checkout -- data/` or retrain both "
+                                          "with `python -m tools.train_independent_classifier`", "hash")
+    return checkpoints.load_checkpoint(path, device)[0].eval()
+
+
 def per_class_accuracy(pred: torch.Tensor, labels: torch.Tensor, n_classes: int) -> list[float]:
     """The share of ``pred == labels`` among the items of each class, one number per class."""
     return [(pred[labels == c] == c).float().mean().item() for c in range(n_classes)]

@@ -38,6 +38,7 @@ MODELS: dict[str, str] = {
     "ConditionalGenerator": "common.cgan", "ConditionalDiscriminator": "common.cgan",
     "ProjectionDiscriminator": "common.cgan",
     "MLPClassifier": "common.classifiers", "ConvClassifier": "common.classifiers",
+    "IndependentClassifier": "common.classifiers",
 }
 
 
