@@ -102,12 +102,16 @@ def test_committed_pretrained_models_match_their_manifest_and_budget():
 
 def test_pretrain_tool_trains_measures_and_writes_every_requested_model(tmp_path):
     pretrain.main(["--only", "dcgan_generator", "cwgan_gp_generator", "--epochs", "1", "--limit", "256",
-                   "--fid-n", "100", "--per-class", "5", "--threads", "1", "--out", str(tmp_path)])
+                   "--fid-n", "100", "--per-class", "5", "--threads", "1", "--out", str(tmp_path), "--runs", str(tmp_path / "runs")])
     table = pretrained.manifest(tmp_path)["models"]
     assert sorted(table) == ["cwgan_gp_generator-fashion_mnist-1x28x28", "dcgan_generator-fashion_mnist-1x28x28"]
     wgan = table["cwgan_gp_generator-fashion_mnist-1x28x28"]
     assert wgan["epochs"] == 1 and wgan["budget"] == "long-cpu" and wgan["recipe"]["n_critic"] == 1
     assert wgan["metrics"]["fid_n"] == 100 and len(wgan["metrics"]["class_accuracy_per_class"]) == 10
+    assert len(wgan["metrics"]["class_accuracy_per_class_independent"]) == 10       # the second judge too
+    assert wgan["fid_curve"]["epochs"] == [1] and wgan["fid_curve"]["fid"][0] > 0
+    assert wgan["steps"] == 4 and wgan["command"] == "python -m tools.pretrain --budget long-cpu --only cwgan_gp_generator" \
+        " --epochs-of vae_mlp=1 vae_conv=1 vqvae=1 latent_vae=1 dcgan=1 cdcgan=1 cwgan=1"
     assert "class_accuracy" not in table["dcgan_generator-fashion_mnist-1x28x28"]["metrics"]
     model, _ = pretrained.load("cwgan_gp_generator-fashion_mnist-1x28x28", directory=tmp_path)
     assert isinstance(model, cgan.ConditionalGenerator)

@@ -1,6 +1,16 @@
 """Resumable training (common.machinery.resume): a run killed between saves and started again
-ends with bitwise the weights and optimizer state of a run never stopped (CPU, same seed)."""
+ends with bitwise the weights and optimizer state of a run never stopped (CPU, same seed); and
+tools/pretrain.py killed with SIGKILL at a random moment and run again ends where a run never
+killed ends."""
 import copy
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -68,3 +78,159 @@ def test_resume_file_of_another_config_is_refused(tmp_path):
     _run(tmp_path / "r.pt")
     with pytest.raises(CheckpointError, match=r"r\.pt.*another config.*lr"):
         _run(tmp_path / "r.pt", config={"lr": 2e-3})
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _pretrain(runs, out, extra=()):
+    return [sys.executable, "-m", "tools.pretrain", "--only", "cdcgan_generator", "--epochs", "2", "--limit", "384",
+            "--save-every", "4", "--threads", "1", "--fid-n", "50", "--per-class", "2", "--runs", str(runs),
+            "--out", str(out), *extra]
+
+
+def _final_weights(runs):
+    payload = torch.load(Path(runs) / "long-cpu" / "cdcgan_generator.pt", weights_only=True)
+    return payload["steps"], payload["models"], payload["emas"]["G"]["model"], payload["optimizers"]
+
+
+@pytest.mark.long
+def test_pretrain_killed_by_sigkill_at_a_random_moment_resumes_to_the_uninterrupted_weights(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    subprocess.run(_pretrain(tmp_path / "whole", tmp_path / "out1"), cwd=ROOT, env=env, check=True,
+                   capture_output=True)
+    cut = tmp_path / "cut" / "long-cpu" / "cdcgan_generator.pt"
+    proc = subprocess.Popen(_pretrain(tmp_path / "cut", tmp_path / "out2"), cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not cut.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before its first save: make it longer"
+    time.sleep(random.Random().uniform(0.0, 1.0))        # anywhere after the first save, mid-write included
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    steps_at_kill = torch.load(cut, weights_only=True)["steps"]
+    done = subprocess.run(_pretrain(tmp_path / "cut", tmp_path / "out2"), cwd=ROOT, env=env, check=True,
+                          capture_output=True, text=True)
+    assert "Resumed from" in done.stdout
+    whole, resumed = _final_weights(tmp_path / "whole"), _final_weights(tmp_path / "cut")
+    assert whole[0] == resumed[0] == 2 * 6 and steps_at_kill <= whole[0]      # 384 images / batch 64, 2 epochs
+    _equal(whole[1:], resumed[1:])
+    assert not list(cut.parent.glob("*.tmp*")), "a temporary file was left behind"
+
+
+def _equal(a, b, where=""):
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            _equal(a[k], b[k], f"{where}/{k}")
+    elif isinstance(a, (list, tuple)):
+        for i, (x, y) in enumerate(zip(a, b)):
+            _equal(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
+
+
+WORKER = r'''
+import sys
+sys.path.insert(0, sys.argv[1])
+import torch
+from common import classifiers
+from common.machinery import distributed
+
+ctx = distributed.setup(torch.device("cpu"))
+torch.manual_seed(0 if ctx.rank == 0 else 99)           # other weights on rank 1: broadcast must fix them
+model = classifiers.MLPClassifier((1, 28, 28), 10, hidden=32)
+opt = torch.optim.SGD(model.parameters(), lr=0.5)
+distributed.broadcast_weights(ctx, model)
+distributed.average_gradients(ctx, opt)
+g = torch.Generator().manual_seed(1)
+x, y = torch.rand(8, 1, 28, 28, generator=g), torch.randint(0, 10, (8,), generator=g)
+for xs, ys in distributed.shard([(x, y)], ctx):
+    opt.zero_grad()
+    model.loss(xs, ys)["loss"].backward()
+    opt.step()
+torch.save({"rank": ctx.rank, "world": ctx.world, "shard": len(xs), "weights": model.state_dict()},
+           f"{sys.argv[2]}/rank{ctx.rank}.pt")
+distributed.finish(ctx)
+'''
+
+
+GLOO_TEARDOWN = "terminate called without an active exception"
+
+
+def _torchrun(args, cwd, timeout=240):
+    """Two processes under torchrun. Seen 2 times in about 40 runs here, only under pytest: a process
+    aborting with gloo's GLOO_TEARDOWN message (a known race in PyTorch's gloo shutdown, not in the
+    course's code); such a run is started once more, and said so, rather than failing the test."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args]
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if done.returncode and GLOO_TEARDOWN in done.stderr:
+        print(f"gloo aborted at teardown; run again once:\n{done.stderr[-1500:]}")
+        done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return done
+
+
+@pytest.mark.long
+def test_two_gloo_processes_average_gradients_to_a_single_process_step_on_the_combined_batch(tmp_path):
+    from common import classifiers
+    (tmp_path / "worker.py").write_text(WORKER)
+    done = _torchrun([str(tmp_path / "worker.py"), str(ROOT), str(tmp_path)], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert [r["world"] for r in ranks] == [2, 2] and [r["shard"] for r in ranks] == [4, 4]
+    torch.manual_seed(0)                                  # one process, the whole batch of 8
+    model = classifiers.MLPClassifier((1, 28, 28), 10, hidden=32)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.rand(8, 1, 28, 28, generator=g), torch.randint(0, 10, (8,), generator=g)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.loss(x, y)["loss"].backward()
+    opt.step()
+    for key, single in model.state_dict().items():
+        assert torch.equal(ranks[0]["weights"][key], ranks[1]["weights"][key]), key    # one step, everywhere
+        assert not torch.equal(single, before[key]), key
+        torch.testing.assert_close(ranks[0]["weights"][key], single, rtol=0, atol=1e-6)
+
+
+@pytest.mark.long
+def test_pretrain_under_torchrun_with_two_processes_trains_and_only_rank_0_writes(tmp_path):
+    done = _torchrun(["-m", "tools.pretrain", "--only", "dcgan_generator", "--epochs", "1", "--limit", "256",
+                      "--fid-n", "50", "--no-curve", "--threads", "1", "--save-every", "2",
+                      "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out")], ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("dcgan_generator: 1 epochs") == 1, done.stdout     # measured and written once
+    entry = json.loads((tmp_path / "out" / "manifest.json").read_text())["models"]["dcgan_generator-fashion_mnist-1x28x28"]
+    assert entry["processes"] == 2 and entry["steps"] == 2                    # 256 images, batches of 128
+    files = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert files == ["dcgan_generator-fashion_mnist-1x28x28.pt", "manifest.json"], files
+    assert [p.name for p in (tmp_path / "runs" / "long-cpu").iterdir()] == ["dcgan_generator.pt"]
+
+
+def test_one_process_needs_nothing_new_and_changes_nothing(monkeypatch):
+    from common.machinery import distributed
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    ctx = distributed.setup(torch.device("cpu"))
+    assert (ctx.rank, ctx.world, ctx.main, ctx.parallel) == (0, 1, True, False)
+    batches = [(torch.zeros(4, 1), torch.zeros(4))]
+    assert distributed.shard(batches, ctx) is batches
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    step = opt.step
+    distributed.average_gradients(ctx, opt)
+    assert opt.step == step                               # not wrapped
+
+
+def test_a_shard_keeps_every_world_th_row_of_each_batch_and_the_order_generator():
+    from common.machinery import data, distributed
+    images = data.TensorData(torch.arange(12.0).view(12, 1, 1, 1), torch.arange(12))
+    batches = images.batches(6, seed=0)
+    full = [y for _, y in batches]
+    shards = [distributed.Shard(images.batches(6, seed=0), distributed.Context(r, 3)) for r in range(3)]
+    got = [[y for _, y in s] for s in shards]
+    for i, ys in enumerate(full):
+        assert sorted(torch.cat([g[i] for g in got]).tolist()) == sorted(ys.tolist())
+        assert got[1][i].tolist() == ys[1::3].tolist()
+    assert shards[0].generator is not None and len(shards[0]) == 2

@@ -1,6 +1,6 @@
 """Train the course's generative models for ``data/pretrained/`` (see ``common/pretrained.py``).
 
-    .venv/bin/python -m tools.pretrain [--budget long-cpu|gpu] [--only NAME ...] [--threads N]
+    .venv/bin/python -m tools.pretrain [--budget long-cpu|gpu] [--only NAME ...] [--epochs-of KEY=N ...]
 
 Every model of notebook 05's leaderboard, trained on Fashion-MNIST with the repository's own code
 and its notebook's recipe (the same classes, losses, optimiser settings and seed as the
@@ -9,66 +9,141 @@ notebook's config), only longer:
 - ``--budget gpu``: the notebooks' ``gpu`` profile (its epochs and widths), for one GPU.
 - ``--budget long-cpu``: the ``cpu`` profile's widths (the very architecture a learner trains in
   the notebook, so notebooks can show "your model" beside "the same model, trained longer") and
-  more epochs (about an hour on a 2-core CPU).
+  more epochs (about 4 hours on a 2-core CPU, resumable: run the command again after a stop).
 
-After training, each model is measured (domain FID of 5,000 samples against the test set, and the
-per-class accuracy of the course's classifier for conditional models), stored in half precision
-where that changes no pixel of its samples by more than 1/255, and written with its manifest
-entry (file hash, budget, epochs, device, training time, metrics). Each model is written as soon
-as it is trained, atomically: an interrupted run keeps the models already done.
+**Resumable.** Every ``--save-every`` steps and at each epoch's end, each run saves its models,
+optimisers, EMA, position in the data and random state to ``<runs>/<budget>/<model>.pt``
+(:mod:`common.machinery.resume`, written atomically). Run the same command again after a kill and
+it goes on from the last save: at most ``--save-every`` steps are lost, and on the CPU the weights
+end bitwise those of a run never stopped. Asking for more epochs (``--epochs-of dcgan=60``)
+continues a finished run. ``--fresh`` starts over.
+
+Each epoch the domain FID of 2,000 samples is recorded (``fid``), so the manifest holds each
+model's FID-over-training curve. After training, each model is measured (domain FID of 5,000
+samples against the test set; for conditional models the per-class accuracy of the course's
+classifier and of the independent one), stored in half precision where that changes no pixel of
+its samples by more than 1/255, and written with its manifest entry (file hash, budget, epochs,
+steps, device, training time, metrics, curve, the command that reproduces it). Each model is
+written as soon as it is trained, atomically.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import platform
+import shlex
 import time
 from dataclasses import asdict, replace
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from common import classifiers, dcgan, fid, layers, priors, recipes, training, vae, vqvae
 from common.ema import recalibrate_batch_norm
-from common.machinery import data, features, pretrained, runtime
+from common.machinery import data, distributed, features, pretrained, resume, runtime
 
 # Epochs per model and budget; widths: the cpu profile's (None) or the gpu profile's.
 BUDGETS = {
-    "long-cpu": dict(vae_mlp=50, vae_conv=15, vqvae=12, latent_vae=50, dcgan=15, cdcgan=6, cwgan=10,
+    "long-cpu": dict(vae_mlp=150, vae_conv=60, vqvae=40, latent_vae=200, dcgan=100, cdcgan=60, cwgan=60,
                      wide=False),
     "gpu": dict(vae_mlp=50, vae_conv=50, vqvae=20, latent_vae=50, dcgan=25, cdcgan=50, cwgan=50, wide=True),
 }
 MODELS = ("vae_mlp", "vae_conv", "vqvae_priors", "dcgan_generator", "cdcgan_generator", "cwgan_gp_generator")
 FID_N = 5_000
+CURVE_N = 2_000
 PER_CLASS = 500
 SEED = 0
 
 
-def _vae(name, train, test, budget, device):
+class Run:
+    """What every model's training shares: data, device, budget, the FID extractor and where the
+    resume files go."""
+
+    def __init__(self, args, train, test, extractor, ctx):
+        self.args, self.train, self.test, self.extractor, self.ctx = args, train, test, extractor, ctx
+        self.device = ctx.device
+        self.budget = dict(BUDGETS[args.budget])
+        if args.epochs:
+            self.budget.update({k: args.epochs for k in self.budget if k != "wide"})
+        self.budget.update(args.epochs_of)
+        self.folder = Path(args.runs) / args.budget
+        self.curve_ref = fid.reference_stats(test, min(CURVE_N, len(test)), extractor) if args.curve else None
+
+    def fit(self, key, step, batches, epochs, models, optimizers=(), emas=(), config=None, callbacks=(), sampler=None,
+            check=None, desc=""):
+        """Train ``epochs`` epochs in all with a resume file ``<key>.pt``; the FID curve of ``sampler()``.
+        Under torchrun: the same initial weights everywhere, each process its share of each batch
+        and its own noise, gradients averaged, weights re-shared after each epoch, process 0 writes."""
+        ctx = self.ctx
+        state = resume.Resume(self.folder / f"{key}.pt", dict(config, limit=self.args.limit, seed=SEED), models,
+                              dict(optimizers), dict(emas), every=self.args.save_every, write=ctx.main)
+        if self.args.fresh and state.path.exists() and ctx.main:
+            state.path.unlink()
+        distributed.broadcast_weights(ctx, *models.values())
+        distributed.average_gradients(ctx, *dict(optimizers).values())
+        callbacks = list(callbacks)
+        if ctx.parallel:
+            callbacks.append(lambda epoch, history: distributed.broadcast_weights(ctx, *models.values()))
+            step = _own_noise(step, ctx)
+        if sampler is not None and self.curve_ref is not None and ctx.main:
+            n = min(CURVE_N, len(self.test))
+            callbacks.append(lambda epoch, history: {"fid": fid.fid(sampler(), self.curve_ref, n, self.extractor,
+                                                                   seed=SEED, progress=False).value})
+        return resume.train(step, distributed.shard(batches, ctx), epochs, state, check=check, callbacks=callbacks,
+                            desc=desc or key)
+
+
+def _own_noise(step, ctx):
+    """``step``, with this process's own random stream from its first call on (after a resume
+    file, which holds process 0's random state, is loaded)."""
+    started = [False]
+
+    def wrapped(x, y):
+        if not started[0]:
+            distributed.noise_seed(ctx, int(torch.randint(0, 2**31, ())))
+            started[0] = True
+        return step(x, y)
+
+    return wrapped
+
+
+def _without_epochs(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k != "epochs"}
+
+
+def _vae(name, run):
     """Notebook 01: the PyTorch example's MLP VAE, or the conv VAE (Bernoulli likelihood)."""
+    train, test, budget = run.train, run.test, run.budget
     shape, epochs = train.image_shape, budget[name]
     torch.manual_seed(SEED)
     model = (vae.MLPVAE(shape, 20, 400, "bernoulli", None) if name == "vae_mlp" else
-             vae.ConvVAE(shape, 20, 64 if budget["wide"] else 32, likelihood="bernoulli", sigma2=None)).to(device)
+             vae.ConvVAE(shape, 20, 64 if budget["wide"] else 32, likelihood="bernoulli", sigma2=None)).to(run.device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     test_loss = lambda epoch, history: {"test_loss": training.evaluate(
         lambda x, y: model.loss(x), test.batches(1000, shuffle=False), model)["loss"]}
-    history = training.train(vae.vae_step(model, opt), train.batches(128, seed=SEED), epochs,
-                             check=model, callbacks=[test_loss], desc=name)
     config = dict(model.hparams, epochs=epochs, lr=1e-3, batch_size=128, notebook="01_vae")
+    history = run.fit(name, vae.vae_step(model, opt), train.batches(128, seed=SEED), epochs, {"model": model},
+                      {"opt": opt}, config=_without_epochs(config), callbacks=[test_loss], sampler=lambda: model,
+                      check=model)
     return {name: (model, config)}, history, {"test_nll_bound": history.epochs[-1]["test_loss"]}
 
 
-def _vqvae_priors(train, test, budget, device):
+def _vqvae_priors(run):
     """Notebook 02: VQ-VAE with K = 256 and dead-code re-initialisation, then its two priors."""
+    train, test, budget, device = run.train, run.test, run.budget, run.device
     epochs = budget["vqvae"]
     torch.manual_seed(SEED)
     model = vqvae.VQVAE(train.image_shape, 256, 16, 64 if budget["wide"] else 32, 0.25).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     probe, _ = train[:5_000]
-    history = training.train(training.minimize(lambda x, y: model.loss(x), opt), train.batches(128, seed=SEED), epochs,
-                             check=model, callbacks=[vqvae.dead_code_callback(model, probe, True, last_epoch=epochs)],
-                             desc="vqvae")
+    recon = lambda: training.evaluate(lambda x, y: {"mse": F.mse_loss(model(x)[0], x)},
+                                      test.batches(1000, shuffle=False), model)["mse"]
+    vq = dict(model.hparams, epochs=epochs, reinit=True, lr=1e-3, batch_size=128, notebook="02_vq_vae")
+    history = run.fit("vqvae", training.minimize(lambda x, y: model.loss(x), opt), train.batches(128, seed=SEED), epochs,
+                      {"model": model}, {"opt": opt}, config=_without_epochs(vq), check=model,
+                      callbacks=[vqvae.dead_code_callback(model, probe, True, last_epoch=epochs),
+                                 lambda epoch, history: {"test_recon_mse": recon()}])
     model.eval()
     with torch.no_grad():
         z = torch.cat([model.encode(x).flatten(1) for x, _ in train.batches(1000, shuffle=False)])
@@ -79,110 +154,161 @@ def _vqvae_priors(train, test, budget, device):
     torch.manual_seed(SEED)
     latent_vae = vae.MLPVAE((z.shape[1],), 32, 256, likelihood="gaussian", sigma2=1.0, bounded=False).to(device)
     opt = torch.optim.Adam(latent_vae.parameters(), lr=1e-3)
-    latent_history = training.train(vae.vae_step(latent_vae, opt), latents.batches(128, seed=SEED),
-                                    budget["latent_vae"], check=latent_vae, desc="latent VAE")
+    sampler = lambda: priors.VAEPriorSampler.from_parts(model, latent_vae, mean, std)
+    latent_config = dict(latent_vae.hparams, epochs=budget["latent_vae"])
+    # the latents depend on the VQ-VAE's epochs: another VQ-VAE is another resume file
+    latent_history = run.fit(f"vqvae_vae_prior-after-vq{epochs}", vae.vae_step(latent_vae, opt),
+                             latents.batches(128, seed=SEED), budget["latent_vae"], {"model": latent_vae}, {"opt": opt},
+                             config=dict(_without_epochs(latent_config), vqvae=vq), sampler=sampler, check=latent_vae,
+                             desc="latent VAE")
     history.seconds += latent_history.seconds
-    vq = dict(model.hparams, epochs=epochs, reinit=True, lr=1e-3, batch_size=128, notebook="02_vq_vae")
     models = {"vqvae_gmm_prior": (gmm, dict(vqvae=vq, n_pca=32, n_components=16, points=points)),
-              "vqvae_vae_prior": (priors.VAEPriorSampler.from_parts(model, latent_vae, mean, std),
-                                  dict(vqvae=vq, latent_vae=dict(latent_vae.hparams, epochs=budget["latent_vae"])))}
-    recon = training.evaluate(lambda x, y: {"mse": F.mse_loss(model(x)[0], x)}, test.batches(1000, shuffle=False), model)
-    return models, history, {"vqvae_test_recon_mse": recon["mse"]}
+              "vqvae_vae_prior": (sampler(), dict(vqvae=vq, latent_vae=latent_config))}
+    curves = {"vqvae_vae_prior": latent_history}
+    return models, history, {"vqvae_test_recon_mse": recon()}, curves
 
 
-def _dcgan(train, test, budget, device):
+def _dcgan(run):
     """Notebook 03: the DCGAN paper's recipe at 28 x 28."""
+    train, budget = run.train, run.budget
     epochs, width = budget["dcgan"], 64 if budget["wide"] else 32
     torch.manual_seed(SEED)
-    G = dcgan.DCGANGenerator(train.image_shape, 100, width).to(device)
-    D = dcgan.DCGANDiscriminator(train.image_shape, width).to(device)
+    G = dcgan.DCGANGenerator(train.image_shape, 100, width).to(run.device)
+    D = dcgan.DCGANDiscriminator(train.image_shape, width).to(run.device)
     layers.channels_last_on_cpu(G, D)
     opt_G, opt_D = (torch.optim.Adam(m.parameters(), lr=2e-4, betas=(0.5, 0.999)) for m in (G, D))
-    history = training.train(dcgan.dcgan_step(G, D, opt_G, opt_D), train.batches(128, seed=SEED), epochs, check=G, desc="DCGAN")
     config = dict(G.hparams, d=D.hparams, epochs=epochs, lr=2e-4, betas=(0.5, 0.999), batch_size=128, notebook="03_dcgan")
+    history = run.fit("dcgan_generator", dcgan.dcgan_step(G, D, opt_G, opt_D), train.batches(128, seed=SEED), epochs,
+                      {"G": G, "D": D}, {"G": opt_G, "D": opt_D}, config=_without_epochs(config), sampler=lambda: G,
+                      check=G, desc="DCGAN")
     return {"dcgan_generator": (G, config)}, history, {}
 
 
-def _conditional(name, train, test, budget, device):
+def _conditional(name, run):
     """Notebook 04's conditional DCGAN or WGAN-GP (its recipe, :mod:`common.recipes`), sampled from
     the EMA of G's weights (batch norm recalibrated)."""
+    train, budget = run.train, run.budget
     wgan, width = name == "cwgan_gp_generator", 64 if budget["wide"] else 32
     epochs = budget["cwgan" if wgan else "cdcgan"]
     recipe = replace(recipes.WGANGP() if wgan else recipes.CDCGAN(), ema=True)
     torch.manual_seed(SEED)
-    G, D, _, _, step, ema = recipes.build(recipe, train.image_shape, len(train.classes), 100, width, width, device)
-    history = training.train(step, train.batches(recipe.batch_size, seed=SEED), epochs, check=G, desc=name)
+    G, D, opt_G, opt_D, step, ema = recipes.build(recipe, train.image_shape, len(train.classes), 100, width, width,
+                                                  run.device)
     config = dict(G.hparams, d=D.hparams, gan=type(recipe).__name__, **asdict(recipe), epochs=epochs,
                   ema_decay=ema.decay, notebook="04_conditional_gan")
+    history = run.fit(name, step, train.batches(recipe.batch_size, seed=SEED), epochs, {"G": G, "D": D},
+                      {"G": opt_G, "D": opt_D}, {"G": ema}, config=_without_epochs(config),
+                      sampler=lambda: recalibrate_batch_norm(ema.model), check=G)
     return {name: (recalibrate_batch_norm(ema.model), config)}, history, {}
 
 
-def train_model(name: str, train, test, budget: dict, device):
+def train_model(name: str, run: Run):
+    """``({model name: (model, config)}, history, extra metrics, {model name: history of its curve})``."""
     if name in ("vae_mlp", "vae_conv"):
-        return _vae(name, train, test, budget, device)
-    if name == "vqvae_priors":
-        return _vqvae_priors(train, test, budget, device)
-    if name == "dcgan_generator":
-        return _dcgan(train, test, budget, device)
-    return _conditional(name, train, test, budget, device)
+        out = _vae(name, run)
+    elif name == "vqvae_priors":
+        return _vqvae_priors(run)
+    elif name == "dcgan_generator":
+        out = _dcgan(run)
+    else:
+        out = _conditional(name, run)
+    return (*out, {k: out[1] for k in out[0]})
 
 
-def measure(model, extractor, reference, fid_n: int = FID_N, per_class: int = PER_CLASS) -> dict:
+def measure(model, extractor, reference, fid_n: int = FID_N, per_class: int = PER_CLASS, judges=None) -> dict:
     """Domain FID (``fid_n`` samples vs the test set) and, for conditional models, the share of
-    ``per_class`` samples per class that the domain classifier assigns to the class asked for."""
+    ``per_class`` samples per class that each classifier of ``judges`` ({name: classifier}; the
+    domain classifier by default) assigns to the class asked for."""
     metrics = {"fid_domain": fid.fid(model, reference, fid_n, extractor, seed=SEED, progress=False).value,
                "fid_n": fid_n, "fid_extractor": extractor.name}
     if getattr(model, "conditional", False):
-        acc = classifiers.class_accuracy(model, extractor.model, per_class)
-        metrics.update(class_accuracy=sum(acc) / len(acc), worst_class_accuracy=min(acc),
-                       class_accuracy_per_class=acc, class_accuracy_n=per_class)
+        judges = judges or {"domain": extractor.model}
+        for i, (judge, classifier) in enumerate(judges.items()):
+            acc = classifiers.class_accuracy(model, classifier, per_class)
+            suffix = "" if i == 0 else f"_{judge}"
+            metrics.update({f"class_accuracy{suffix}": sum(acc) / len(acc), f"worst_class_accuracy{suffix}": min(acc),
+                            f"class_accuracy_per_class{suffix}": acc})
+        metrics["class_accuracy_n"] = per_class
     return metrics
 
 
-def main(argv=None) -> None:
+def _epochs_of(text: str) -> tuple[str, int]:
+    key, _, value = text.partition("=")
+    if key not in BUDGETS["long-cpu"] or key == "wide" or not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"--epochs-of takes KEY=N with KEY one of "
+                                         f"{', '.join(k for k in BUDGETS['long-cpu'] if k != 'wide')}, got {text!r}")
+    return key, int(value)
+
+
+def parse(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="gpu" if torch.cuda.is_available() else "long-cpu")
     parser.add_argument("--only", nargs="+", choices=MODELS, default=list(MODELS))
+    parser.add_argument("--epochs-of", nargs="+", type=_epochs_of, default=[], metavar="KEY=N",
+                        help="epochs of one training (e.g. dcgan=60 latent_vae=150), over the budget's")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
     parser.add_argument("--out", default=str(pretrained.DIR))
+    parser.add_argument("--runs", default=str(runtime.data_dir() / "pretrain_runs"), help="folder of resume files")
+    parser.add_argument("--save-every", type=int, default=500, help="steps between resume saves")
+    parser.add_argument("--fresh", action="store_true", help="delete the resume files of these models first")
+    parser.add_argument("--no-curve", dest="curve", action="store_false", help="skip the per-epoch FID")
     parser.add_argument("--epochs", type=int, default=None, help="every model this many epochs (tests)")
     parser.add_argument("--limit", type=int, default=None, help="training images (tests; default all)")
     parser.add_argument("--fid-n", type=int, default=FID_N, help="samples for the domain FID")
     parser.add_argument("--per-class", type=int, default=PER_CLASS, help="samples per class for class accuracy")
     args = parser.parse_args(argv)
+    args.epochs_of = dict(args.epochs_of)
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = runtime.get_device()
-    budget = dict(BUDGETS[args.budget])
-    if args.epochs:
-        budget.update({k: args.epochs for k, v in budget.items() if k != "wide"})
+    ctx = distributed.setup(runtime.get_device())
+    device = ctx.device
     train = data.load_dataset("fashion_mnist", "train", device=device, limit=args.limit)
     test = data.load_dataset("fashion_mnist", "test", device=device)
     extractor = features.extractor_for(test, "auto", device)
     reference = fid.reference_stats(test, args.fid_n, extractor)
+    judges = {"domain": extractor.model, "independent": classifiers.load_independent(device)}
+    run = Run(args, train, test, extractor, ctx)
     for name in args.only:
         start = time.time()
-        models, history, extra = train_model(name, train, test, budget, device)
+        models, history, extra, curves = train_model(name, run)
+        if history.interrupted:
+            print(f"{name}: interrupted; its resume file keeps what was trained, run the command again to go on")
+            return
+        if not ctx.main:
+            continue                    # process 0 measures and writes
         for model_name, (model, config) in models.items():
-            metrics = {**measure(model, extractor, reference, args.fid_n, args.per_class), **extra}
+            metrics = {**measure(model, extractor, reference, args.fid_n, args.per_class, judges), **extra}
+            curve = curves[model_name].series("fid") if args.curve else ([], [])
             labels = torch.arange(len(test.classes)).repeat(10) if getattr(model, "conditional", False) else None
+            epochs = config.get("epochs", config.get("vqvae", {}).get("epochs"))
+            command = ["python", "-m", "tools.pretrain", "--budget", args.budget, "--only", name]
+            if run.budget != BUDGETS[args.budget]:
+                command += ["--epochs-of"] + [f"{k}={v}" for k, v in run.budget.items() if BUDGETS[args.budget][k] != v]
             record = dict(
-                model=model_name, budget=args.budget, dataset=test.tag, epochs=config.get("epochs", config.get("vqvae", {}).get("epochs")),
+                model=model_name, budget=args.budget, dataset=test.tag, epochs=epochs,
+                steps=epochs * -(-len(train) // config.get("batch_size", config.get("vqvae", {}).get("batch_size", 128))),
                 device=str(device), device_name=(torch.cuda.get_device_name() if device.type == "cuda" else
                                                  f"{platform.machine()} CPU, {os.cpu_count()} cores"),
                 threads=torch.get_num_threads(), train_seconds=round(history.seconds, 1),
-                images_per_s=round(history.images_seen / history.seconds), torch=torch.__version__,
-                date=time.strftime("%Y-%m-%d"), command=f"python -m tools.pretrain --budget {args.budget}",
-                recipe=config, metrics=metrics)
+                processes=ctx.world, images_per_s=round(ctx.world * history.images_seen / history.seconds), torch=torch.__version__,
+                date=time.strftime("%Y-%m-%d"), command=shlex.join(command), recipe=config, metrics=metrics,
+                fid_curve=dict(epochs=curve[0], fid=[round(v, 4) for v in curve[1]], n=CURVE_N))
             result = pretrained.save(model, f"{model_name}-{test.tag}", record,
                                      sample=lambda m, y=labels: m.sample(100, None if y is None else y.to(m.device)),
                                      directory=args.out, config=config)
-            print(f"{model_name}: {history.n_epochs} epochs, {history.seconds:.0f} s training "
+            print(f"{model_name}: {epochs} epochs, {history.seconds:.0f} s training "
                   f"({time.time() - start:.0f} s with measurements), FID {metrics['fid_domain']:.2f}"
-                  + (f", class accuracy {metrics['class_accuracy']:.1%} (worst {metrics['worst_class_accuracy']:.0%})"
-                     if "class_accuracy" in metrics else "")
+                  + (f", class accuracy {metrics['class_accuracy']:.1%} (worst {metrics['worst_class_accuracy']:.0%}),"
+                     f" independent {metrics['class_accuracy_independent']:.1%} "
+                     f"(worst {metrics['worst_class_accuracy_independent']:.0%})" if "class_accuracy" in metrics else "")
                   + f"; {result['storage']}, {result['bytes'] / 1e6:.1f} MB, max pixel change {result['max_pixel_change']:.4f}",
                   flush=True)
+    distributed.finish(ctx)
 
 
 if __name__ == "__main__":

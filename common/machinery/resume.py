@@ -8,7 +8,8 @@ position (epochs done, steps into the current epoch), the batches' shuffling gen
 when the current epoch drew its order, the global random state (CPU, and CUDA's if any) and the
 history so far. Run again with the same arguments, it loads that file and goes on from the saved
 step: on the CPU, with the same seed, the final weights are bitwise those of a run never stopped.
-A run killed at any moment loses at most ``every`` steps.
+A run killed at any moment loses at most ``every`` steps. Each epoch's end is saved after the
+epoch's callbacks, so their records (a test loss, an FID) are in the file.
 
 The file is read with ``torch.load(weights_only=True)`` (no pickled code runs) after its zip
 directory is checked, and holds the run's config: a file written by a run with another config is
@@ -100,10 +101,12 @@ def save(resume: Resume, position: _Position, history: History, steps: int) -> N
     """Write ``resume.path`` all or nothing (nothing on a process with ``write=False``)."""
     if not resume.write:
         return
-    done, into, epoch_rng = position.epochs_done, position.step_in_epoch, position.epoch_rng
+    done, into = position.epochs_done, position.step_in_epoch
     if into >= len(position):     # the epoch's last step: saved as the next epoch's start
-        gen = getattr(position.batches, "generator", None)
-        done, into, epoch_rng = done + 1, 0, gen.get_state() if gen is not None else None
+        done, into = done + 1, 0
+    gen = getattr(position.batches, "generator", None)
+    # mid-epoch: the order generator as the epoch drew its batches; at an epoch's start: as it is now
+    epoch_rng = position.epoch_rng if into else (gen.get_state() if gen is not None else None)
     payload = {
         "format": FORMAT, "config": resume.config, "steps": steps,
         "epochs_done": done, "step_in_epoch": into, "epoch_rng": epoch_rng, "rng": _rng_state(), "history": history.state_dict(),
@@ -175,11 +178,12 @@ def train(step, batches: Iterable, epochs: int, resume: Resume, **kwargs) -> His
         losses = step(x, y)
         count[0] += 1
         position.step_in_epoch += 1
-        if count[0] % resume.every == 0:
+        if count[0] % resume.every == 0 and position.step_in_epoch < len(position):
             save(resume, position, history, count[0])
         return losses
 
-    history = training.train(saving_step, position, left, history=history, **kwargs)
-    if not history.interrupted:
+    def save_after_epoch(epoch, history):      # after the other callbacks: their records are saved too
         save(resume, position, history, count[0])
-    return history
+
+    kwargs["callbacks"] = [*kwargs.get("callbacks", ()), save_after_epoch]
+    return training.train(saving_step, position, left, history=history, **kwargs)
