@@ -72,3 +72,23 @@ def test_shift_and_flip_moves_whole_pixels_with_zeros_coming_in_and_flips_left_r
     assert out.shape == (100, 1, 4, 5) and set(out.unique().tolist()) <= set(x.unique().tolist()) | {0.0}
     nonzero = out[out > 0]
     assert len(nonzero) > 0.5 * out.numel()                       # most pixels survive a shift of 2
+
+
+def test_recognisable_counts_confident_samples_and_class_shares_without_touching_the_global_seed():
+    class Fixed(torch.nn.Module):                    # a "generator" of ones, and a judge that is sure
+        device = torch.device("cpu")
+
+        def sample(self, n):
+            return torch.ones(n, 1, 28, 28)
+
+    class Judge(torch.nn.Module):
+        def forward(self, x):
+            logits = torch.full((len(x), 10), -10.0)
+            logits[: len(x) // 4, 3] = 10.0         # a quarter sure of class 3, the rest unsure of class 0
+            logits[len(x) // 4:, 0] = -9.9
+            return logits
+
+    state = torch.get_rng_state()
+    share, classes = classifiers.recognisable(Fixed(), Judge(), n=400)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert share == pytest.approx(0.25) and classes[3] == pytest.approx(0.25) and classes[0] == pytest.approx(0.75)

@@ -53,6 +53,7 @@ MODELS = ("vae_mlp", "vae_conv", "vqvae_priors", "dcgan_generator", "cdcgan_gene
 FID_N = 5_000
 CURVE_N = 2_000
 PER_CLASS = 500
+RECOGNISABLE_N = 2_000
 SEED = 0
 
 
@@ -218,7 +219,9 @@ def train_model(name: str, run: Run):
 def measure(model, extractor, reference, fid_n: int = FID_N, per_class: int = PER_CLASS, judges=None) -> dict:
     """Domain FID (``fid_n`` samples vs the test set) and, for conditional models, the share of
     ``per_class`` samples per class that each classifier of ``judges`` ({name: classifier}; the
-    domain classifier by default) assigns to the class asked for."""
+    domain classifier by default) assigns to the class asked for; for the others, the share of
+    samples the independent classifier gives one class a probability of 0.9 or more, and the
+    share in each class (:func:`common.classifiers.recognisable`)."""
     metrics = {"fid_domain": fid.fid(model, reference, fid_n, extractor, seed=SEED, progress=False).value,
                "fid_n": fid_n, "fid_extractor": extractor.name}
     if getattr(model, "conditional", False):
@@ -229,6 +232,10 @@ def measure(model, extractor, reference, fid_n: int = FID_N, per_class: int = PE
             metrics.update({f"class_accuracy{suffix}": sum(acc) / len(acc), f"worst_class_accuracy{suffix}": min(acc),
                             f"class_accuracy_per_class{suffix}": acc})
         metrics["class_accuracy_n"] = per_class
+    elif judges and "independent" in judges:     # unconditional: how many samples a judge recognises
+        share, classes = classifiers.recognisable(model, judges["independent"], RECOGNISABLE_N)
+        metrics.update(recognisable_independent=share, class_shares_independent=classes,
+                       recognisable_n=RECOGNISABLE_N, recognisable_threshold=0.9)
     return metrics
 
 
