@@ -18,13 +18,11 @@ import math
 import numbers
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
 import torch
 
 from .layers import eval_mode
-from .machinery import checkpoints
 from .machinery.checks import check_batch, check_count, check_finite_floats
 from .machinery.history import History, Pending
 from .machinery.runtime import progress
@@ -233,68 +231,5 @@ def evaluate(loss_fn: Callable[[torch.Tensor, torch.Tensor], Mapping[str, torch.
     return {k: v / n for k, v in sums.items()}
 
 
-def fit_or_load(name: str, model: torch.nn.Module, config: Mapping, run: Callable[[], History], reuse: bool,
-                device: torch.device | str = "cpu") -> tuple[torch.nn.Module, History]:
-    """Train ``model`` with ``run()`` and checkpoint it as ``name``, or, when ``reuse`` is True and
-    a checkpoint trained with exactly ``config`` exists, load that model and its history instead.
-
-    ``config`` should hold everything that changes the trained weights (architecture, epochs,
-    learning rate, data size, seed); a value a checkpoint cannot store is refused before training.
-    The history is saved inside the checkpoint, so the figures of a reused run are the figures of
-    the run that trained it. Either way the model comes back in eval mode (batch norm uses its
-    running statistics), as a loaded checkpoint does.
-
-    A checkpoint is never lost: one that cannot be read is renamed aside before training
-    (``<name>.pt.unreadable-<time>``); one trained with another config, or without a history (saved
-    by hand), is renamed aside when the new one is saved (``<name>.pt.replaced-<time>``); each time
-    this is said. If the file can neither be read nor renamed (a folder that is not writable), or
-    if saving fails, the model is trained all the same and returned unsaved, with a message.
-    """
-    config = checkpoints.config_dict(config)        # refuses what a checkpoint cannot store, now
-    path = checkpoints.checkpoint_path(name)
-    unsaved = ""                                     # why the new model cannot be saved, if it cannot
-    try:
-        payload = checkpoints.read_or_set_aside(name)   # None if absent or unreadable (then kept aside)
-    except OSError as err:
-        payload, unsaved = None, f"{path} could not be read or renamed aside ({type(err).__name__}: {err})"
-        print(f"{name}: {unsaved}; training anyway, but the model will NOT be saved.")
-    saved = _saved_history(payload)
-    differences = checkpoints.config_differences(payload["config"], config) if payload is not None else []
-    if reuse and saved is not None and not differences:
-        loaded = checkpoints.rebuild(payload, path, device)
-        print(f"{name}: reused {path} (trained {payload['saved_at']}); {saved.summary()}")
-        return loaded, saved
-    history = run()
-    model.eval()
-    if history.interrupted:
-        print(f"{name}: interrupted, so not checkpointed; the model is usable in this session.")
-        return model, history
-    if not unsaved:
-        try:
-            if payload is not None and (differences or saved is None):   # a different run: keep it
-                _keep_replaced(name, path, differences)
-            path = checkpoints.save_checkpoint(model, name, config, history=history.state_dict())
-        except (OSError, checkpoints.CheckpointError) as err:  # e.g. a full disk: keep what was trained
-            unsaved = f"{type(err).__name__}: {err}"
-    said = f"NOT saved ({unsaved}); the model is usable in this session" if unsaved else f"saved to {path}"
-    print(f"{name}: {history.summary()}\n  {said}")
-    return model, history
-
-
-def _keep_replaced(name: str, path: Path, differences: list[str]) -> None:
-    """Rename the checkpoint a new run of ``name`` replaces aside, and say why and where."""
-    aside = checkpoints.keep_aside(path, "replaced")
-    why = (f"was trained with another config ({'; '.join(differences)})" if differences
-           else "has no training history (saved by hand?)")
-    print(f"{name}: {path} {why}, so it was kept as {aside.name} (rename it back to use it, or delete it).")
-
-
-def _saved_history(payload: dict | None) -> History | None:
-    """The training history a checkpoint of :func:`fit_or_load` holds; None for none or one that
-    does not load (a checkpoint saved by hand, or by a course version whose History differs)."""
-    extra = payload.get("extra") if payload is not None else None
-    state = extra.get("history") if isinstance(extra, dict) else None
-    try:
-        return History.from_state_dict(state) if isinstance(state, Mapping) else None
-    except (TypeError, ValueError, AttributeError):
-        return None
+# A notebook's checkpointed run (machinery, kept apart from the loop; imported here for notebooks).
+from .machinery.fitting import fit_or_load  # noqa: E402,F401

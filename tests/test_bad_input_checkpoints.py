@@ -238,16 +238,16 @@ def test_a_recursive_config_is_refused_naming_where_it_contains_itself(ckdir, ma
 
 
 def test_a_checkpoint_trained_with_another_config_is_kept_aside_not_replaced(ckdir, capsys):
-    training.fit_or_load("clf", classifier(), {"epochs": 1}, training.History, reuse=True)
+    training.fit_or_load("clf", classifier(), {"epochs": 1, "lr": 1e-3}, training.History, reuse=True)
     before = checkpoints.checkpoint_path("clf").read_bytes()
     capsys.readouterr()
-    training.fit_or_load("clf", classifier(), {"epochs": 2}, training.History, reuse=True)
+    training.fit_or_load("clf", classifier(), {"epochs": 1, "lr": 2e-3}, training.History, reuse=True)
     out = capsys.readouterr().out
     aside = [p for p in ckdir.iterdir() if p.name.startswith("clf.pt.replaced-")]
     assert len(aside) == 1 and aside[0].read_bytes() == before
-    assert "epochs: checkpoint has 1, expected 2" in out and f"kept as {aside[0].name}" in out
-    assert checkpoints.read_checkpoint("clf")["config"] == {"epochs": 2}
-    training.fit_or_load("clf", classifier(), {"epochs": 2}, training.History, reuse=False)   # same config:
+    assert "lr: checkpoint has 0.001, expected 0.002" in out and f"kept as {aside[0].name}" in out
+    assert checkpoints.read_checkpoint("clf")["config"] == {"epochs": 1, "lr": 2e-3}
+    training.fit_or_load("clf", classifier(), {"epochs": 1, "lr": 2e-3}, training.History, reuse=False)   # same config:
     assert len([p for p in ckdir.iterdir() if ".pt." in p.name]) == 1                       # replaced in place
 
 

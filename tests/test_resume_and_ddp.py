@@ -234,3 +234,55 @@ def test_a_shard_keeps_every_world_th_row_of_each_batch_and_the_order_generator(
         assert sorted(torch.cat([g[i] for g in got]).tolist()) == sorted(ys.tolist())
         assert got[1][i].tolist() == ys[1::3].tolist()
     assert shards[0].generator is not None and len(shards[0]) == 2
+
+
+def _notebook_run(epochs, steps_run, lr=1e-3, seed=0):
+    """A notebook cell: model, optimizer, config, a resumable run, fit_or_load (reuse on)."""
+    from common import classifiers
+    torch.manual_seed(seed)
+    model = classifiers.MLPClassifier((1, 28, 28), 10, hidden=16)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    g = torch.Generator().manual_seed(1)
+    images = data.TensorData(torch.rand(48, 1, 28, 28, generator=g), torch.randint(0, 10, (48,), generator=g))
+    config = dict(model.hparams, epochs=epochs, lr=lr)
+    state = resume.beside("clf", config, {"model": model}, {"opt": opt})
+    minimize = training.minimize(model.loss, opt)
+
+    def step(x, y):
+        steps_run.append(1)
+        return minimize(x, y)
+
+    run = lambda: resume.train(step, images.batches(16, seed=0), epochs, state, desc="clf")
+    return training.fit_or_load("clf", model, config, run, reuse=True)
+
+
+def test_a_notebook_asking_for_more_epochs_trains_only_the_epochs_added_and_matches_a_straight_run(
+        tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DGM_DATA_DIR", str(tmp_path / "a"))
+    steps = []
+    _notebook_run(2, steps)
+    assert len(steps) == 6                                 # 48 images, batches of 16, 2 epochs
+    more, history = _notebook_run(5, steps)
+    assert len(steps) == 6 + 9 and history.n_epochs == 5  # only the 3 epochs added
+    assert "5 epochs replace the checkpoint of 2" in capsys.readouterr().out
+    again, _ = _notebook_run(5, steps)
+    assert len(steps) == 15                                # reused, nothing trained
+    monkeypatch.setenv("DGM_DATA_DIR", str(tmp_path / "b"))
+    straight, _ = _notebook_run(5, [])
+    for (key, a), b in zip(more.state_dict().items(), straight.state_dict().values()):
+        assert torch.equal(a, b), key
+    assert not [p for p in (tmp_path / "a").rglob("*") if ".replaced" in p.name]
+
+
+def test_a_notebook_asking_for_fewer_epochs_or_another_config_starts_afresh_and_keeps_the_old_resume_file(
+        tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DGM_DATA_DIR", str(tmp_path))
+    _notebook_run(3, [])
+    steps = []
+    _notebook_run(2, steps)
+    assert len(steps) == 6 and "holds 3 epochs, more than the 2 asked" in capsys.readouterr().out
+    steps = []
+    _notebook_run(2, steps, lr=2e-3)
+    out = capsys.readouterr().out
+    assert len(steps) == 6 and "another config (differs in: lr)" in out
+    assert len([p for p in tmp_path.rglob("*.resume.pt.replaced-*")]) == 2

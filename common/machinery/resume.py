@@ -40,7 +40,9 @@ class Resume:
 
     ``models``, ``optimizers`` and ``emas`` are dicts of names to the run's objects (an EMA is
     :class:`common.ema.EMA`); ``config`` holds what makes the run what it is (plain values).
-    ``write``: False on every process but one (data-parallel ranks other than 0)."""
+    ``write``: False on every process but one (data-parallel ranks other than 0). ``restart``:
+    a resume file of another config is renamed aside and the run starts afresh, as a notebook's
+    :func:`~common.training.fit_or_load` does with a checkpoint (see :func:`beside`)."""
 
     path: str | Path
     config: Mapping[str, Any]
@@ -49,6 +51,7 @@ class Resume:
     emas: Mapping[str, Any] = field(default_factory=dict)
     every: int = 500
     write: bool = True
+    restart: bool = False       # a file of another config (or of more epochs) is set aside, not refused
 
     def __post_init__(self):
         from .checkpoints import config_dict
@@ -122,7 +125,7 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(model, "module", model)   # a DistributedDataParallel's model
 
 
-def load(resume: Resume) -> dict | None:
+def load(resume: Resume, epochs: int | None = None) -> dict | None:
     """The payload of ``resume.path`` (None when there is none), checked: a resume file of this
     very config; every model, optimizer and EMA of the run is restored from it."""
     path = resume.path
@@ -136,10 +139,14 @@ def load(resume: Resume) -> dict | None:
     if payload.get("config") != resume.config:
         saved = payload.get("config") if isinstance(payload.get("config"), dict) else {}
         diff = sorted(k for k in set(saved) | set(resume.config) if saved.get(k) != resume.config.get(k))
+        if resume.restart:
+            return _set_aside(resume, f"it was saved by a run with another config (differs in: {', '.join(diff)})")
         raise CheckpointError(
             f"{path} was saved by a run with another config (differs in: {', '.join(diff)}), so continuing "
             "from it would mix two runs. Re-run with the config it was saved with, or delete the file (or "
             "pass another resume path) to start afresh.", "another config")
+    if resume.restart and epochs is not None and payload.get("epochs_done", 0) > epochs:
+        return _set_aside(resume, f"it holds {payload['epochs_done']} epochs, more than the {epochs} asked")
     for group, objects in (("models", resume.models), ("optimizers", resume.optimizers), ("emas", resume.emas)):
         if set(payload[group]) != set(objects):
             raise CheckpointError(f"{path} holds {group} {sorted(payload[group])}, this run has {sorted(objects)}. "
@@ -155,13 +162,33 @@ def load(resume: Resume) -> dict | None:
     return payload
 
 
+def _set_aside(resume: Resume, why: str) -> None:
+    from .checkpoints import keep_aside
+    aside = keep_aside(resume.path, "replaced")
+    print(f"{resume.path.name}: {why}, so it was kept as {aside.name} and training starts afresh.")
+    return None
+
+
+def beside(name: str, config: Mapping[str, Any], models: Mapping[str, torch.nn.Module],
+           optimizers: Mapping[str, torch.optim.Optimizer] = {}, emas: Mapping[str, Any] = {},
+           every: int = 500) -> Resume:
+    """The resume file of a notebook's checkpoint ``name``: ``<name>.resume.pt`` beside it, for
+    the run's ``config`` without its ``epochs``. Train with :func:`train` in ``fit_or_load``'s
+    ``run``: raising ``epochs`` and running the cell again trains only the epochs added. A file
+    of another config (or of more epochs than asked) is set aside and the run starts afresh."""
+    from .checkpoints import checkpoint_path
+    path = checkpoint_path(name).with_suffix(".resume.pt")
+    return Resume(path, {k: v for k, v in config.items() if k != "epochs"}, models, optimizers, emas,
+                  every=every, restart=True)
+
+
 def train(step, batches: Iterable, epochs: int, resume: Resume, **kwargs) -> History:
     """:func:`common.training.train` for ``epochs`` epochs in all, continued from ``resume.path``
     when it exists (then the epochs already done are not run again) and saved to it every
     ``resume.every`` steps and at the end. ``kwargs`` go to :func:`~common.training.train`
     (``history`` excepted: the resume file holds it)."""
     from .. import training
-    payload = load(resume)
+    payload = load(resume, epochs)
     if payload is None:
         position, history, steps = _Position(batches), History(), 0
     else:
