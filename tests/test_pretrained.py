@@ -109,14 +109,42 @@ def test_pretrain_tool_trains_measures_and_writes_every_requested_model(tmp_path
     assert wgan["epochs"] == 1 and wgan["budget"] == "long-cpu" and wgan["recipe"]["n_critic"] == 1
     assert wgan["metrics"]["fid_n"] == 100 and len(wgan["metrics"]["class_accuracy_per_class"]) == 10
     assert len(wgan["metrics"]["class_accuracy_per_class_independent"]) == 10       # the second judge too
-    assert wgan["fid_curve"]["epochs"] == [1] and wgan["fid_curve"]["fid"][0] > 0
+    assert wgan["curve"]["fid"]["epochs"] == [1] and wgan["curve"]["fid"]["values"][0] > 0
     assert wgan["steps"] == 4 and wgan["command"] == "python -m tools.pretrain --budget long-cpu --only cwgan_gp_generator" \
-        " --epochs-of vae_mlp=1 vae_conv=1 vqvae=1 latent_vae=1 dcgan=1 cdcgan=1 cwgan=1"
+        " --epochs-of vae_mlp=1 vae_conv=1 vqvae=1 latent_vae=1 dcgan=1 cdcgan=1 cwgan=1 dsprites=1"
     dcgan_metrics = table["dcgan_generator-fashion_mnist-1x28x28"]["metrics"]
     assert "class_accuracy" not in dcgan_metrics and 0 <= dcgan_metrics["recognisable_independent"] <= 1
     assert sum(dcgan_metrics["class_shares_independent"]) == pytest.approx(1)
     model, _ = pretrained.load("cwgan_gp_generator-fashion_mnist-1x28x28", directory=tmp_path)
     assert isinstance(model, cgan.ConditionalGenerator)
+
+
+def test_pretrain_trains_the_dsprites_vae_with_annealed_capacity_and_records_its_factors(tmp_path):
+    pretrain.main(["--only", "vae_dsprites", "--epochs", "1", "--limit", "256", "--threads", "1",
+                   "--out", str(tmp_path), "--runs", str(tmp_path / "runs")])
+    entry = pretrained.manifest(tmp_path)["models"]["vae_dsprites-dsprites_procedural-1x64x64"]
+    metrics = entry["metrics"]
+    assert entry["steps"] == 4 and entry["recipe"]["gamma"] == 1000.0 and "fid_domain" not in metrics
+    assert set(metrics["factors_found"]) == {"shape", "scale", "orientation", "pos_x", "pos_y"}
+    assert len(metrics["eta2"]) == 10 and all(len(row) == 5 for row in metrics["eta2"])
+    assert entry["curve"]["eta2_pos_x"]["epochs"] == [1]
+    model, _ = pretrained.load("vae_dsprites-dsprites_procedural-1x64x64", directory=tmp_path)
+    assert model.sample(2).shape == (2, 1, 64, 64)
+
+
+def test_the_capacity_grows_with_the_optimizers_own_step_count_so_a_resumed_run_keeps_it():
+    from common import vae
+    torch.manual_seed(0)
+    model = vae.ConvVAE((1, 64, 64), 4, 4)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    step = pretrain.capacity_step(model, opt, gamma=10.0, capacity=4.0, anneal_steps=4)
+    x = torch.rand(2, 1, 64, 64).round()
+    cs = [float(step(x, None)["C"]) for _ in range(6)]
+    assert cs == [0.0, 1.0, 2.0, 3.0, 4.0, 4.0]
+    fresh = torch.optim.Adam(model.parameters(), lr=1e-3)
+    fresh.load_state_dict(opt.state_dict())               # as a resume file restores it
+    again = pretrain.capacity_step(model, fresh, gamma=10.0, capacity=4.0, anneal_steps=4)
+    assert float(again(x, None)["C"]) == 4.0
 
 
 def _budget(epochs):

@@ -46,10 +46,15 @@ from common.machinery import data, distributed, features, pretrained, resume, ru
 # Epochs per model and budget; widths: the cpu profile's (None) or the gpu profile's.
 BUDGETS = {
     "long-cpu": dict(vae_mlp=150, vae_conv=60, vqvae=40, latent_vae=200, dcgan=100, cdcgan=60, cwgan=60,
-                     wide=False),
-    "gpu": dict(vae_mlp=50, vae_conv=50, vqvae=20, latent_vae=50, dcgan=25, cdcgan=50, cwgan=50, wide=True),
+                     dsprites=65, wide=False),
+    "gpu": dict(vae_mlp=50, vae_conv=50, vqvae=20, latent_vae=50, dcgan=25, cdcgan=50, cwgan=50, dsprites=65,
+                wide=True),
 }
-MODELS = ("vae_mlp", "vae_conv", "vqvae_priors", "dcgan_generator", "cdcgan_generator", "cwgan_gp_generator")
+MODELS = ("vae_mlp", "vae_conv", "vqvae_priors", "dcgan_generator", "cdcgan_generator", "cwgan_gp_generator",
+          "vae_dsprites")
+# dSprites: Burgess et al. (2018)'s capacity-annealed beta-VAE, recon + gamma * |KL - C|, C from 0 to
+# 25 nats over 100,000 steps of 64 images (their schedule), on notebook 01's 98,304 training images
+SPRITES = dict(train=98_304, latent=10, gamma=1000.0, capacity=25.0, anneal_steps=100_000, lr=5e-4, batch_size=64)
 FID_N = 5_000
 CURVE_N = 2_000
 PER_CLASS = 500
@@ -165,7 +170,7 @@ def _vqvae_priors(run):
     history.seconds += latent_history.seconds
     models = {"vqvae_gmm_prior": (gmm, dict(vqvae=vq, n_pca=32, n_components=16, points=points)),
               "vqvae_vae_prior": (sampler(), dict(vqvae=vq, latent_vae=latent_config))}
-    curves = {"vqvae_vae_prior": latent_history}
+    curves = {"vqvae_gmm_prior": history, "vqvae_vae_prior": latent_history}
     return models, history, {"vqvae_test_recon_mse": recon()}, curves
 
 
@@ -203,6 +208,78 @@ def _conditional(name, run):
     return {name: (recalibrate_batch_norm(ema.model), config)}, history, {}
 
 
+def capacity_step(model, optimizer, gamma: float, capacity: float, anneal_steps: int):
+    """One update on recon + gamma * |KL - C|, C = capacity * min(1, t / anneal_steps) nats: the KL
+    is held near a budget that grows, so the latent dimensions open one at a time, the factor that
+    explains most pixels first (Burgess et al., 2018). ``t`` is the optimizer's own step count,
+    so a resumed run goes on with the same C."""
+    first = next(iter(model.parameters()))
+
+    def step(x, y):
+        state = optimizer.state.get(first, {})
+        t = float(state["step"]) if "step" in state else 0.0
+        c = capacity * min(1.0, t / anneal_steps)
+        losses = model.loss(x)
+        loss = losses["recon"] + gamma * (losses["kl"] - c).abs()
+        training.update(optimizer, loss)
+        return {**losses, "loss": loss, "C": torch.tensor(c)}
+
+    return step
+
+
+@torch.no_grad()
+def factor_scores(model, dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """KL per latent dimension (nats) and eta^2 (dimensions x factors): the share of each posterior
+    mean's variance that the factor's value explains (notebook 01's measure)."""
+    model.eval()
+    mu, logvar = (torch.cat(t) for t in zip(*(model.encode(x) for x, _ in dataset.batches(1000, shuffle=False))))
+    kl = (0.5 * (mu**2 + logvar.exp() - 1 - logvar)).mean(0)
+    eta2 = torch.zeros(mu.shape[1], len(dataset.attribute_names))
+    for j in range(eta2.shape[1]):
+        g = dataset.attributes[:, j]
+        counts = torch.bincount(g).clamp_min(1)
+        means = torch.zeros(len(counts), mu.shape[1], device=mu.device).index_add_(0, g, mu) / counts[:, None]
+        eta2[:, j] = (means[g].var(0) / mu.var(0).clamp_min(1e-12)).cpu()
+    model.train()
+    return kl.cpu(), eta2
+
+
+def factors_found(kl, eta2, names) -> dict:
+    """For each factor, the active dimension (KL > 0.1 nat) that explains it best and its eta^2."""
+    active = [i for i in range(len(kl)) if kl[i] > 0.1]
+    found = {}
+    for j, name in enumerate(names):
+        best = max(active, key=lambda i: eta2[i, j].item(), default=None)
+        found[name] = {"dim": best, "eta2": round(eta2[best, j].item(), 4) if best is not None else 0.0}
+    return found
+
+
+def _dsprites(run):
+    """Notebook 01's dSprites conv VAE (its cpu width at 64 x 64), as a capacity-annealed beta-VAE."""
+    budget, device, epochs = run.budget, run.device, run.budget["dsprites"]
+    train = data.load_dataset("dsprites", "train", device=device, limit=run.args.limit or SPRITES["train"])
+    test = data.load_dataset("dsprites", "test", device=device, limit=10_000 if run.args.limit is None else 1_000)
+    torch.manual_seed(SEED)
+    model = vae.ConvVAE(train.image_shape, SPRITES["latent"], 32 if budget["wide"] else 8).to(device)
+    layers.channels_last_on_cpu(model)
+    opt = torch.optim.Adam(model.parameters(), lr=SPRITES["lr"])
+    step = capacity_step(model, opt, SPRITES["gamma"], SPRITES["capacity"], SPRITES["anneal_steps"])
+    names = test.attribute_names
+
+    def measure_factors(epoch, history):
+        kl, eta2 = factor_scores(model, test)
+        return {f"eta2_{k}": v["eta2"] for k, v in factors_found(kl, eta2, names).items()} | {"kl_total": kl.sum()}
+
+    config = dict(model.hparams, **SPRITES, epochs=epochs, dataset=train.tag, notebook="01_vae")
+    history = run.fit("vae_dsprites", step, train.batches(SPRITES["batch_size"], seed=SEED), epochs, {"model": model},
+                      {"opt": opt}, config=_without_epochs(config), callbacks=[measure_factors], check=model)
+    model.eval()
+    kl, eta2 = factor_scores(model, test)
+    extra = {"kl_per_dim": [round(v, 4) for v in kl.tolist()], "eta2": [[round(v, 4) for v in row] for row in eta2.tolist()],
+             "factors": list(names), "factors_found": factors_found(kl, eta2, names), "factor_n": len(test)}
+    return {"vae_dsprites": (model, config)}, history, extra
+
+
 def train_model(name: str, run: Run):
     """``({model name: (model, config)}, history, extra metrics, {model name: history of its curve})``."""
     if name in ("vae_mlp", "vae_conv"):
@@ -211,6 +288,8 @@ def train_model(name: str, run: Run):
         return _vqvae_priors(run)
     elif name == "dcgan_generator":
         out = _dcgan(run)
+    elif name == "vae_dsprites":
+        out = _dsprites(run)
     else:
         out = _conditional(name, run)
     return (*out, {k: out[1] for k in out[0]})
@@ -268,6 +347,46 @@ def parse(argv=None):
     return args
 
 
+def write(run, name, model_name, model, config, history, extra, curve_history, start) -> None:
+    """Measure one trained model (FID and class accuracy; for dSprites its factors only) and write
+    it, with its manifest entry, to ``--out``."""
+    args, ctx, device = run.args, run.ctx, run.device
+    sprites = model_name == "vae_dsprites"
+    metrics = dict(extra) if sprites else {**measure(model, run.extractor, run.reference, args.fid_n, args.per_class,
+                                                     run.judges), **extra}
+    keys = [k for k in ("fid", *(f"eta2_{f}" for f in extra.get("factors", ()))) if args.curve]
+    curve = {k: curve_history.series(k) for k in keys if curve_history.series(k)[0]}
+    labels = torch.arange(len(run.test.classes)).repeat(10) if getattr(model, "conditional", False) else None
+    epochs = config.get("epochs", config.get("vqvae", {}).get("epochs"))
+    batch = config.get("batch_size", config.get("vqvae", {}).get("batch_size", 128))
+    n_train = (args.limit or SPRITES["train"]) if sprites else len(run.train)
+    command = ["python", "-m", "tools.pretrain", "--budget", args.budget, "--only", name]
+    if run.budget != BUDGETS[args.budget]:
+        command += ["--epochs-of"] + [f"{k}={v}" for k, v in run.budget.items() if BUDGETS[args.budget][k] != v]
+    record = dict(
+        model=model_name, budget=args.budget, dataset=config["dataset"] if sprites else run.test.tag, epochs=epochs,
+        steps=epochs * -(-n_train // batch), device=str(device),
+        device_name=(torch.cuda.get_device_name() if device.type == "cuda" else
+                     f"{platform.machine()} CPU, {os.cpu_count()} cores"),
+        threads=torch.get_num_threads(), train_seconds=round(history.seconds, 1), processes=ctx.world,
+        images_per_s=round(ctx.world * history.images_seen / history.seconds), torch=torch.__version__,
+        date=time.strftime("%Y-%m-%d"), command=shlex.join(command), recipe=config, metrics=metrics,
+        curve={k: dict(epochs=e, values=[round(v, 4) for v in vals]) for k, (e, vals) in curve.items()}
+        | ({"fid_n": CURVE_N} if "fid" in curve else {}))
+    result = pretrained.save(model, f"{model_name}-{record['dataset']}", record,
+                             sample=lambda m, y=labels: m.sample(100, None if y is None else y.to(m.device)),
+                             directory=args.out, config=config)
+    said = (", ".join(f"{f} z{v['dim']} eta2 {v['eta2']:.2f}" for f, v in metrics["factors_found"].items())
+            if sprites else f"FID {metrics['fid_domain']:.2f}")
+    if "class_accuracy" in metrics:
+        said += (f", class accuracy {metrics['class_accuracy']:.1%} (worst {metrics['worst_class_accuracy']:.0%}),"
+                 f" independent {metrics['class_accuracy_independent']:.1%} "
+                 f"(worst {metrics['worst_class_accuracy_independent']:.0%})")
+    print(f"{model_name}: {epochs} epochs, {history.seconds:.0f} s training ({time.time() - start:.0f} s with "
+          f"measurements), {said}; {result['storage']}, {result['bytes'] / 1e6:.1f} MB, max pixel change "
+          f"{result['max_pixel_change']:.4f}", flush=True)
+
+
 def main(argv=None) -> None:
     args = parse(argv)
     if args.threads:
@@ -278,8 +397,9 @@ def main(argv=None) -> None:
     test = data.load_dataset("fashion_mnist", "test", device=device)
     extractor = features.extractor_for(test, "auto", device)
     reference = fid.reference_stats(test, args.fid_n, extractor)
-    judges = {"domain": extractor.model, "independent": classifiers.load_independent(device)}
     run = Run(args, train, test, extractor, ctx)
+    run.reference, run.judges = reference, {"domain": extractor.model,
+                                            "independent": classifiers.load_independent(device)}
     for name in args.only:
         start = time.time()
         models, history, extra, curves = train_model(name, run)
@@ -289,32 +409,7 @@ def main(argv=None) -> None:
         if not ctx.main:
             continue                    # process 0 measures and writes
         for model_name, (model, config) in models.items():
-            metrics = {**measure(model, extractor, reference, args.fid_n, args.per_class, judges), **extra}
-            curve = curves[model_name].series("fid") if args.curve else ([], [])
-            labels = torch.arange(len(test.classes)).repeat(10) if getattr(model, "conditional", False) else None
-            epochs = config.get("epochs", config.get("vqvae", {}).get("epochs"))
-            command = ["python", "-m", "tools.pretrain", "--budget", args.budget, "--only", name]
-            if run.budget != BUDGETS[args.budget]:
-                command += ["--epochs-of"] + [f"{k}={v}" for k, v in run.budget.items() if BUDGETS[args.budget][k] != v]
-            record = dict(
-                model=model_name, budget=args.budget, dataset=test.tag, epochs=epochs,
-                steps=epochs * -(-len(train) // config.get("batch_size", config.get("vqvae", {}).get("batch_size", 128))),
-                device=str(device), device_name=(torch.cuda.get_device_name() if device.type == "cuda" else
-                                                 f"{platform.machine()} CPU, {os.cpu_count()} cores"),
-                threads=torch.get_num_threads(), train_seconds=round(history.seconds, 1),
-                processes=ctx.world, images_per_s=round(ctx.world * history.images_seen / history.seconds), torch=torch.__version__,
-                date=time.strftime("%Y-%m-%d"), command=shlex.join(command), recipe=config, metrics=metrics,
-                fid_curve=dict(epochs=curve[0], fid=[round(v, 4) for v in curve[1]], n=CURVE_N))
-            result = pretrained.save(model, f"{model_name}-{test.tag}", record,
-                                     sample=lambda m, y=labels: m.sample(100, None if y is None else y.to(m.device)),
-                                     directory=args.out, config=config)
-            print(f"{model_name}: {epochs} epochs, {history.seconds:.0f} s training "
-                  f"({time.time() - start:.0f} s with measurements), FID {metrics['fid_domain']:.2f}"
-                  + (f", class accuracy {metrics['class_accuracy']:.1%} (worst {metrics['worst_class_accuracy']:.0%}),"
-                     f" independent {metrics['class_accuracy_independent']:.1%} "
-                     f"(worst {metrics['worst_class_accuracy_independent']:.0%})" if "class_accuracy" in metrics else "")
-                  + f"; {result['storage']}, {result['bytes'] / 1e6:.1f} MB, max pixel change {result['max_pixel_change']:.4f}",
-                  flush=True)
+            write(run, name, model_name, model, config, history, extra, curves[model_name], start)
     distributed.finish(ctx)
 
 
