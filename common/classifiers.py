@@ -136,6 +136,7 @@ class IndependentClassifier(Module):
 
 
 INDEPENDENT_WEIGHTS = "independent_classifier.pt"   # in data/, committed, with its .json record
+INDEPENDENT_DATASET = "fashion_mnist-1x28x28"       # the one dataset it is trained for
 
 
 def load_independent(device: torch.device | str = "cpu") -> IndependentClassifier:

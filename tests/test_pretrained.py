@@ -174,8 +174,11 @@ def test_compare_measures_yours_and_the_pretrained_model_alike_and_names_what_is
     for who, model in (("yours", mine), ("pretrained", pretrained.load(f"vae_mlp-{test.tag}", directory=tmp_path / "pre")[0])):
         expected = fid.fid(model.eval(), test, 200, "domain", seed=0, progress=False).value
         assert result.metrics["MLP VAE"][who]["fid"] == pytest.approx(expected, rel=1e-6)
-    cond = result.metrics["conditional DCGAN"]["yours"]
-    assert 0 <= cond["worst"] <= cond["class_accuracy"] <= 1 and cond["worst_class"] in test.classes
+    cond = result.metrics["conditional DCGAN"]["yours"]["class_accuracy"]
+    assert list(cond) == ["independent classifier", "domain classifier"]      # the independent judge first
+    for judged in cond.values():
+        assert 0 <= judged["worst"] <= judged["mean"] <= 1 and judged["worst_class"] in test.classes
+    assert "class accuracy (worst class): independent classifier | domain classifier" in result.table
     assert "class_accuracy" not in result.metrics["MLP VAE"]["yours"]
     # two rows of samples per compared model, drawn from the same noise, budgets in the table
     assert list(result.samples) == ["MLP VAE\nyours, 2 epochs", "MLP VAE\npretrained, 5 epochs",
