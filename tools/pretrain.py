@@ -46,8 +46,8 @@ from common.machinery import data, distributed, features, pretrained, resume, ru
 # Epochs per model and budget; widths: the cpu profile's (None) or the gpu profile's.
 BUDGETS = {
     "long-cpu": dict(vae_mlp=150, vae_conv=60, vqvae=40, latent_vae=200, dcgan=100, cdcgan=60, cwgan=60,
-                     dsprites=65, wide=False),
-    "gpu": dict(vae_mlp=50, vae_conv=50, vqvae=20, latent_vae=50, dcgan=25, cdcgan=50, cwgan=50, dsprites=65,
+                     dsprites=80, wide=False),
+    "gpu": dict(vae_mlp=50, vae_conv=50, vqvae=20, latent_vae=50, dcgan=25, cdcgan=50, cwgan=50, dsprites=80,
                 wide=True),
 }
 MODELS = ("vae_mlp", "vae_conv", "vqvae_priors", "dcgan_generator", "cdcgan_generator", "cwgan_gp_generator",
@@ -222,7 +222,7 @@ def capacity_step(model, optimizer, gamma: float, capacity: float, anneal_steps:
         losses = model.loss(x)
         loss = losses["recon"] + gamma * (losses["kl"] - c).abs()
         training.update(optimizer, loss)
-        return {**losses, "loss": loss, "C": torch.tensor(c)}
+        return {**losses, "loss": loss, "C": torch.tensor(c, device=x.device)}
 
     return step
 
