@@ -227,21 +227,12 @@ def capacity_step(model, optimizer, gamma: float, capacity: float, anneal_steps:
     return step
 
 
-@torch.no_grad()
 def factor_scores(model, dataset) -> tuple[torch.Tensor, torch.Tensor]:
-    """KL per latent dimension (nats) and eta^2 (dimensions x factors): the share of each posterior
-    mean's variance that the factor's value explains (notebook 01's measure)."""
-    model.eval()
-    mu, logvar = (torch.cat(t) for t in zip(*(model.encode(x) for x, _ in dataset.batches(1000, shuffle=False))))
-    kl = (0.5 * (mu**2 + logvar.exp() - 1 - logvar)).mean(0)
-    eta2 = torch.zeros(mu.shape[1], len(dataset.attribute_names))
-    for j in range(eta2.shape[1]):
-        g = dataset.attributes[:, j]
-        counts = torch.bincount(g).clamp_min(1)
-        means = torch.zeros(len(counts), mu.shape[1], device=mu.device).index_add_(0, g, mu) / counts[:, None]
-        eta2[:, j] = (means[g].var(0) / mu.var(0).clamp_min(1e-12)).cpu()
+    """Notebook 01's KL per dimension and eta^2 (:func:`common.vae.factor_scores`), a collapsed
+    dimension's eta^2 read as 0, and the model left in training mode."""
+    kl, eta2 = vae.factor_scores(model, dataset)
     model.train()
-    return kl.cpu(), eta2
+    return kl, torch.nan_to_num(eta2, nan=0.0)
 
 
 def factors_found(kl, eta2, names) -> dict:
