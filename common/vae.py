@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .layers import GenerativeModel, mlp_trunk, resolution_stages
+from .machinery import data
 from .training import require_finite
 
 LIKELIHOODS = ("bernoulli", "gaussian")
@@ -159,3 +160,18 @@ def vae_step(model: VAE, optimizer: torch.optim.Optimizer, beta: float = 1.0):
         return losses
 
     return step
+
+
+@torch.no_grad()
+def factor_scores(model: VAE, dataset: data.ImageData) -> tuple[torch.Tensor, torch.Tensor]:
+    """KL per latent dimension (nats, mean over the images) and eta^2 (latent dims x factors)."""
+    model.eval()
+    mu, logvar = (torch.cat(t) for t in zip(*(model.encode(x) for x, _ in dataset.batches(1000, shuffle=False))))
+    kl = (0.5 * (mu**2 + logvar.exp() - 1 - logvar)).mean(0)
+    eta2 = torch.zeros(mu.shape[1], len(dataset.attribute_names))
+    for j in range(eta2.shape[1]):
+        g = dataset.attributes[:, j]                       # each image's value of factor j
+        counts = torch.bincount(g).clamp_min(1)
+        means = torch.zeros(len(counts), mu.shape[1], device=mu.device).index_add_(0, g, mu) / counts[:, None]
+        eta2[:, j] = (means[g].var(0) / mu.var(0)).cpu()   # between-value variance / total variance
+    return kl.cpu(), eta2

@@ -46,8 +46,8 @@ from common.machinery import data, distributed, features, pretrained, resume, ru
 # Epochs per model and budget; widths: the cpu profile's (None) or the gpu profile's.
 BUDGETS = {
     "long-cpu": dict(vae_mlp=150, vae_conv=60, vqvae=40, latent_vae=200, dcgan=100, cdcgan=60, cwgan=60,
-                     dsprites=65, wide=False),
-    "gpu": dict(vae_mlp=50, vae_conv=50, vqvae=20, latent_vae=50, dcgan=25, cdcgan=50, cwgan=50, dsprites=65,
+                     dsprites=80, wide=False),
+    "gpu": dict(vae_mlp=50, vae_conv=50, vqvae=20, latent_vae=50, dcgan=25, cdcgan=50, cwgan=50, dsprites=80,
                 wide=True),
 }
 MODELS = ("vae_mlp", "vae_conv", "vqvae_priors", "dcgan_generator", "cdcgan_generator", "cwgan_gp_generator",
@@ -222,26 +222,17 @@ def capacity_step(model, optimizer, gamma: float, capacity: float, anneal_steps:
         losses = model.loss(x)
         loss = losses["recon"] + gamma * (losses["kl"] - c).abs()
         training.update(optimizer, loss)
-        return {**losses, "loss": loss, "C": torch.tensor(c)}
+        return {**losses, "loss": loss, "C": torch.tensor(c, device=x.device)}
 
     return step
 
 
-@torch.no_grad()
 def factor_scores(model, dataset) -> tuple[torch.Tensor, torch.Tensor]:
-    """KL per latent dimension (nats) and eta^2 (dimensions x factors): the share of each posterior
-    mean's variance that the factor's value explains (notebook 01's measure)."""
-    model.eval()
-    mu, logvar = (torch.cat(t) for t in zip(*(model.encode(x) for x, _ in dataset.batches(1000, shuffle=False))))
-    kl = (0.5 * (mu**2 + logvar.exp() - 1 - logvar)).mean(0)
-    eta2 = torch.zeros(mu.shape[1], len(dataset.attribute_names))
-    for j in range(eta2.shape[1]):
-        g = dataset.attributes[:, j]
-        counts = torch.bincount(g).clamp_min(1)
-        means = torch.zeros(len(counts), mu.shape[1], device=mu.device).index_add_(0, g, mu) / counts[:, None]
-        eta2[:, j] = (means[g].var(0) / mu.var(0).clamp_min(1e-12)).cpu()
+    """Notebook 01's KL per dimension and eta^2 (:func:`common.vae.factor_scores`), a collapsed
+    dimension's eta^2 read as 0, and the model left in training mode."""
+    kl, eta2 = vae.factor_scores(model, dataset)
     model.train()
-    return kl.cpu(), eta2
+    return kl, torch.nan_to_num(eta2, nan=0.0)
 
 
 def factors_found(kl, eta2, names) -> dict:
