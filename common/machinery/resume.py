@@ -198,7 +198,9 @@ def train(step, batches: Iterable, epochs: int, resume: Resume, **kwargs) -> His
     from .. import training
     payload = load(resume, epochs)
     device = next((str(p.device) for m in resume.models.values() for p in m.parameters()), "cpu")
-    resume._sessions = (list(payload.get("sessions", [])) if payload else [],
+    earlier = [] if not payload else payload.get("sessions") or [   # a file from before sessions were kept
+        {"device": "not recorded", "from_step": 0, "to_step": int(payload["steps"])}]
+    resume._sessions = (list(earlier),
                         {"device": device, "from_step": int(payload["steps"]) if payload else 0})
     if payload is None:
         position, history, steps = _Position(batches), History(), 0
