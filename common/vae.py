@@ -1,4 +1,6 @@
-"""Variational autoencoders: the ELBO's pieces and two architectures.
+"""Variational autoencoders: the ELBO's pieces, two architectures, and ``factor_scores`` (how much
+of each dSprites factor each latent dimension explains, notebook 01's measure, which
+``tools/pretrain.py`` also uses).
 
 Introduced (and written, cell by cell) in notebooks/01_vae.ipynb; reused by notebook 02 (a VAE
 prior over a VQ-VAE's latents) and notebook 05 (measured by FID). Both architectures take

@@ -117,6 +117,12 @@ def test_pretrain_killed_by_sigkill_at_a_random_moment_resumes_to_the_uninterrup
     assert whole[0] == resumed[0] == 2 * 6 and steps_at_kill <= whole[0]      # 384 images / batch 64, 2 epochs
     _equal(whole[1:], resumed[1:])
     assert not list(cut.parent.glob("*.tmp*")), "a temporary file was left behind"
+    runs = resume.sessions(cut)                     # the killed run and the one that finished it
+    assert runs[0] == {"device": "cpu", "from_step": 0, "to_step": steps_at_kill}
+    if steps_at_kill < 12:                          # (killed after its last step: nothing left to train)
+        assert runs[1:] == [{"device": "cpu", "from_step": steps_at_kill, "to_step": 12}]
+    entry = json.loads((tmp_path / "out2" / "manifest.json").read_text())["models"]
+    assert entry["cdcgan_generator-fashion_mnist-1x28x28"]["sessions"]["cdcgan_generator"] == runs
 
 
 def _equal(a, b, where=""):

@@ -74,6 +74,7 @@ class Run:
             self.budget.update({k: args.epochs for k in self.budget if k != "wide"})
         self.budget.update(args.epochs_of)
         self.folder = Path(args.runs) / args.budget
+        self.paths = []                 # the resume files of the model being trained
         self.curve_ref = fid.reference_stats(test, min(CURVE_N, len(test)), extractor) if args.curve else None
 
     def fit(self, key, step, batches, epochs, models, optimizers=(), emas=(), config=None, callbacks=(), sampler=None,
@@ -84,6 +85,7 @@ class Run:
         ctx = self.ctx
         state = resume.Resume(self.folder / f"{key}.pt", dict(config, limit=self.args.limit, seed=SEED), models,
                               dict(optimizers), dict(emas), every=self.args.save_every, write=ctx.main)
+        self.paths.append(state.path)
         if self.args.fresh and state.path.exists() and ctx.main:
             state.path.unlink()
         distributed.broadcast_weights(ctx, *models.values())
@@ -354,9 +356,11 @@ def write(run, name, model_name, model, config, history, extra, curve_history, s
     command = ["python", "-m", "tools.pretrain", "--budget", args.budget, "--only", name]
     if run.budget != BUDGETS[args.budget]:
         command += ["--epochs-of"] + [f"{k}={v}" for k, v in run.budget.items() if BUDGETS[args.budget][k] != v]
+    sessions = {path.stem: resume.sessions(path) for path in run.paths if path.exists()}
+    devices = sorted({s["device"].split(":")[0] for runs in sessions.values() for s in runs} or {device.type})
     record = dict(
         model=model_name, budget=args.budget, dataset=config["dataset"] if sprites else run.test.tag, epochs=epochs,
-        steps=epochs * -(-n_train // batch), device=str(device),
+        steps=epochs * -(-n_train // batch), device="+".join(devices), sessions=sessions,
         device_name=(torch.cuda.get_device_name() if device.type == "cuda" else
                      f"{platform.machine()} CPU, {os.cpu_count()} cores"),
         threads=torch.get_num_threads(), train_seconds=round(history.seconds, 1), processes=ctx.world,
@@ -392,7 +396,7 @@ def main(argv=None) -> None:
     run.reference, run.judges = reference, {"domain": extractor.model,
                                             "independent": classifiers.load_independent(device)}
     for name in args.only:
-        start = time.time()
+        start, run.paths = time.time(), []
         models, history, extra, curves = train_model(name, run)
         if history.interrupted:
             print(f"{name}: interrupted; its resume file keeps what was trained, run the command again to go on")

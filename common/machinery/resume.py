@@ -55,6 +55,7 @@ class Resume:
 
     def __post_init__(self):
         from .checkpoints import config_dict
+        self._sessions = ([], {"device": "cpu", "from_step": 0})   # earlier runs' and this one's device and steps
         self.path, self.config = Path(self.path), config_dict(self.config)
         if not (isinstance(self.every, int) and self.every > 0):
             raise ValueError(f"Resume(every=...) is a number of steps >= 1, got {self.every!r}")
@@ -116,6 +117,7 @@ def save(resume: Resume, position: _Position, history: History, steps: int) -> N
         "models": {k: _unwrap(m).state_dict() for k, m in resume.models.items()},
         "optimizers": {k: o.state_dict() for k, o in resume.optimizers.items()},
         "emas": {k: {"model": e.model.state_dict(), "updates": e.updates} for k, e in resume.emas.items()},
+        "sessions": [*resume._sessions[0], dict(resume._sessions[1], to_step=steps)],
     }
     with storage.signals_deferred(), storage.atomic_write(resume.path) as f:
         torch.save(payload, f)
@@ -162,6 +164,12 @@ def load(resume: Resume, epochs: int | None = None) -> dict | None:
     return payload
 
 
+def sessions(path: str | Path) -> list[dict]:
+    """Each run that trained the resume file ``path``: its device and the steps it trained (from, to)."""
+    _tensor_records(Path(path))
+    return list(torch_load(Path(path), "cpu").get("sessions", []))
+
+
 def _set_aside(resume: Resume, why: str) -> None:
     from .checkpoints import keep_aside
     aside = keep_aside(resume.path, "replaced")
@@ -189,6 +197,11 @@ def train(step, batches: Iterable, epochs: int, resume: Resume, **kwargs) -> His
     (``history`` excepted: the resume file holds it)."""
     from .. import training
     payload = load(resume, epochs)
+    device = next((str(p.device) for m in resume.models.values() for p in m.parameters()), "cpu")
+    earlier = [] if not payload else payload.get("sessions") or [   # a file from before sessions were kept
+        {"device": "not recorded", "from_step": 0, "to_step": int(payload["steps"])}]
+    resume._sessions = (list(earlier),
+                        {"device": device, "from_step": int(payload["steps"]) if payload else 0})
     if payload is None:
         position, history, steps = _Position(batches), History(), 0
     else:
