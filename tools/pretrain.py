@@ -160,7 +160,9 @@ def _vqvae_priors(run):
     mean, std = z.mean(0), z.std(0) + 1e-5
     latents = data.TensorData((z - mean) / std, train.labels)
     torch.manual_seed(SEED)
-    latent_vae = vae.MLPVAE((z.shape[1],), 32, 256, likelihood="gaussian", sigma2=1.0, bounded=False).to(device)
+    # sigma2 = 10 (notebook 02 since issue 28): measured on the shipped VQ-VAE, 50 epochs, the share of samples the
+    # independent classifier recognises went 25.9 % -> 46.3 % (domain FID at N = 2,000: 13.41 -> 13.03)
+    latent_vae = vae.MLPVAE((z.shape[1],), 32, 256, likelihood="gaussian", sigma2=10.0, bounded=False).to(device)
     opt = torch.optim.Adam(latent_vae.parameters(), lr=1e-3)
     sampler = lambda: priors.VAEPriorSampler.from_parts(model, latent_vae, mean, std)
     latent_config = dict(latent_vae.hparams, epochs=budget["latent_vae"])
