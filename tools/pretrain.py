@@ -77,13 +77,15 @@ class Run:
         self.paths = []                 # the resume files of the model being trained
         self.curve_ref = fid.reference_stats(test, min(CURVE_N, len(test)), extractor) if args.curve else None
 
-    def fit(self, key, step, batches, epochs, models, optimizers=(), emas=(), config=None, callbacks=(), sampler=None,
+    def fit(self, key, step, batches, epochs, models, optimizers, emas=(), *, config, callbacks=(), sampler=None,
             check=None, desc=""):
-        """Train ``epochs`` epochs in all with a resume file ``<key>.pt``; the FID curve of ``sampler()``.
+        """Train ``epochs`` epochs in all with a resume file ``<key>.pt`` (matching ``config`` less its
+        epochs, so more epochs continue it); the FID curve of ``sampler()``.
         Under torchrun: the same initial weights everywhere, each process its share of each batch
         and its own noise, gradients averaged, weights re-shared after each epoch, process 0 writes."""
         ctx = self.ctx
-        state = resume.Resume(self.folder / f"{key}.pt", dict(config, limit=self.args.limit, seed=SEED), models,
+        state = resume.Resume(self.folder / f"{key}.pt", dict(resume.without_epochs(config), limit=self.args.limit,
+                                                              seed=SEED), models,
                               dict(optimizers), dict(emas), every=self.args.save_every, write=ctx.main)
         self.paths.append(state.path)
         if self.args.fresh and state.path.exists() and ctx.main:
@@ -116,10 +118,6 @@ def _own_noise(step, ctx):
     return wrapped
 
 
-def _without_epochs(config: dict) -> dict:
-    return {k: v for k, v in config.items() if k != "epochs"}
-
-
 def _vae(name, run):
     """Notebook 01: the PyTorch example's MLP VAE, or the conv VAE (Bernoulli likelihood)."""
     train, test, budget = run.train, run.test, run.budget
@@ -132,7 +130,7 @@ def _vae(name, run):
         lambda x, y: model.loss(x), test.batches(1000, shuffle=False), model)["loss"]}
     config = dict(model.hparams, epochs=epochs, lr=1e-3, batch_size=128, notebook="01_vae")
     history = run.fit(name, vae.vae_step(model, opt), train.batches(128, seed=SEED), epochs, {"model": model},
-                      {"opt": opt}, config=_without_epochs(config), callbacks=[test_loss], sampler=lambda: model,
+                      {"opt": opt}, config=config, callbacks=[test_loss], sampler=lambda: model,
                       check=model)
     return {name: (model, config)}, history, {"test_nll_bound": history.epochs[-1]["test_loss"]}
 
@@ -149,7 +147,7 @@ def _vqvae_priors(run):
                                       test.batches(1000, shuffle=False), model)["mse"]
     vq = dict(model.hparams, epochs=epochs, reinit=True, lr=1e-3, batch_size=128, notebook="02_vq_vae")
     history = run.fit("vqvae", training.minimize(lambda x, y: model.loss(x), opt), train.batches(128, seed=SEED), epochs,
-                      {"model": model}, {"opt": opt}, config=_without_epochs(vq), check=model,
+                      {"model": model}, {"opt": opt}, config=vq, check=model,
                       callbacks=[vqvae.dead_code_callback(model, probe, True, last_epoch=epochs),
                                  lambda epoch, history: {"test_recon_mse": recon()}])
     model.eval()
@@ -169,7 +167,7 @@ def _vqvae_priors(run):
     # the latents depend on the VQ-VAE's epochs: another VQ-VAE is another resume file
     latent_history = run.fit(f"vqvae_vae_prior-after-vq{epochs}", vae.vae_step(latent_vae, opt),
                              latents.batches(128, seed=SEED), budget["latent_vae"], {"model": latent_vae}, {"opt": opt},
-                             config=dict(_without_epochs(latent_config), vqvae=vq), sampler=sampler, check=latent_vae,
+                             config=dict(latent_config, vqvae=vq), sampler=sampler, check=latent_vae,
                              desc="latent VAE")
     history.seconds += latent_history.seconds
     models = {"vqvae_gmm_prior": (gmm, dict(vqvae=vq, n_pca=32, n_components=16, points=points)),
@@ -189,7 +187,7 @@ def _dcgan(run):
     opt_G, opt_D = (torch.optim.Adam(m.parameters(), lr=2e-4, betas=(0.5, 0.999)) for m in (G, D))
     config = dict(G.hparams, d=D.hparams, epochs=epochs, lr=2e-4, betas=(0.5, 0.999), batch_size=128, notebook="03_dcgan")
     history = run.fit("dcgan_generator", dcgan.dcgan_step(G, D, opt_G, opt_D), train.batches(128, seed=SEED), epochs,
-                      {"G": G, "D": D}, {"G": opt_G, "D": opt_D}, config=_without_epochs(config), sampler=lambda: G,
+                      {"G": G, "D": D}, {"G": opt_G, "D": opt_D}, config=config, sampler=lambda: G,
                       check=G, desc="DCGAN")
     return {"dcgan_generator": (G, config)}, history, {}
 
@@ -207,7 +205,7 @@ def _conditional(name, run):
     config = dict(G.hparams, d=D.hparams, gan=type(recipe).__name__, **asdict(recipe), epochs=epochs,
                   ema_decay=ema.decay, notebook="04_conditional_gan")
     history = run.fit(name, step, train.batches(recipe.batch_size, seed=SEED), epochs, {"G": G, "D": D},
-                      {"G": opt_G, "D": opt_D}, {"G": ema}, config=_without_epochs(config),
+                      {"G": opt_G, "D": opt_D}, {"G": ema}, config=config,
                       sampler=lambda: recalibrate_batch_norm(ema.model), check=G)
     return {name: (recalibrate_batch_norm(ema.model), config)}, history, {}
 
@@ -267,7 +265,7 @@ def _dsprites(run):
 
     config = dict(model.hparams, **SPRITES, epochs=epochs, dataset=train.tag, notebook="01_vae")
     history = run.fit("vae_dsprites", step, train.batches(SPRITES["batch_size"], seed=SEED), epochs, {"model": model},
-                      {"opt": opt}, config=_without_epochs(config), callbacks=[measure_factors], check=model)
+                      {"opt": opt}, config=config, callbacks=[measure_factors], check=model)
     model.eval()
     kl, eta2 = factor_scores(model, test)
     extra = {"kl_per_dim": [round(v, 4) for v in kl.tolist()], "eta2": [[round(v, 4) for v in row] for row in eta2.tolist()],

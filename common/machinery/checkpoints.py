@@ -173,10 +173,16 @@ def config_differences(saved: Mapping, expected: Any) -> list[str]:
     """Human-readable list of keys whose values differ between two configs (both compared as
     stored: see :func:`config_dict`)."""
     saved, expected = config_dict(saved), config_dict(expected)
-    keys = sorted(set(saved) | set(expected), key=str)
     missing = "<missing>"
     return [f"{k}: checkpoint has {saved.get(k, missing)!r}, expected {expected.get(k, missing)!r}"
-            for k in keys if not _same(saved.get(k, missing), expected.get(k, missing))]
+            for k in differing_keys(saved, expected)]
+
+
+def differing_keys(saved: Mapping, expected: Mapping) -> list:
+    """The keys whose values differ between two stored configs (NaN equals NaN), sorted."""
+    missing = "<missing>"
+    return [k for k in sorted(set(saved) | set(expected), key=str)
+            if not _same(saved.get(k, missing), expected.get(k, missing))]
 
 
 def load_checkpoint(name: str | Path, device: torch.device | str = "cpu",

@@ -70,8 +70,9 @@ def fit_or_load(name: str, model: torch.nn.Module, config: Mapping, run: Callabl
 
 def _more_epochs(saved: Mapping, config: Mapping) -> bool:
     """The same run, trained on for more epochs (the old checkpoint is then replaced, not kept)."""
-    others = lambda c: {k: v for k, v in c.items() if k != "epochs"}
-    return (isinstance(saved, Mapping) and not checkpoints.config_differences(others(saved), others(config))
+    from .resume import without_epochs
+    return (isinstance(saved, Mapping)
+            and not checkpoints.config_differences(without_epochs(saved), without_epochs(config))
             and isinstance(saved.get("epochs"), int) and saved["epochs"] < config.get("epochs", 0))
 
 

@@ -29,6 +29,7 @@ import torch
 
 from . import storage
 from .checkpoint_checks import CheckpointError, _tensor_records, torch_load
+from .checkpoints import differing_keys
 from .history import History
 
 FORMAT = "dgm-resume-1"
@@ -55,7 +56,6 @@ class Resume:
 
     def __post_init__(self):
         from .checkpoints import config_dict
-        self._sessions = ([], {"device": "cpu", "from_step": 0})   # earlier runs' and this one's device and steps
         self.path, self.config = Path(self.path), config_dict(self.config)
         if not (isinstance(self.every, int) and self.every > 0):
             raise ValueError(f"Resume(every=...) is a number of steps >= 1, got {self.every!r}")
@@ -101,8 +101,9 @@ def _set_rng_state(state: Mapping) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save(resume: Resume, position: _Position, history: History, steps: int) -> None:
-    """Write ``resume.path`` all or nothing (nothing on a process with ``write=False``)."""
+def save(resume: Resume, position: _Position, history: History, steps: int, sessions: list) -> None:
+    """Write ``resume.path`` all or nothing (nothing on a process with ``write=False``);
+    ``sessions``: the runs that trained it, this one included."""
     if not resume.write:
         return
     done, into = position.epochs_done, position.step_in_epoch
@@ -114,17 +115,13 @@ def save(resume: Resume, position: _Position, history: History, steps: int) -> N
     payload = {
         "format": FORMAT, "config": resume.config, "steps": steps,
         "epochs_done": done, "step_in_epoch": into, "epoch_rng": epoch_rng, "rng": _rng_state(), "history": history.state_dict(),
-        "models": {k: _unwrap(m).state_dict() for k, m in resume.models.items()},
+        "models": {k: m.state_dict() for k, m in resume.models.items()},
         "optimizers": {k: o.state_dict() for k, o in resume.optimizers.items()},
         "emas": {k: {"model": e.model.state_dict(), "updates": e.updates} for k, e in resume.emas.items()},
-        "sessions": [*resume._sessions[0], dict(resume._sessions[1], to_step=steps)],
+        "sessions": sessions,
     }
     with storage.signals_deferred(), storage.atomic_write(resume.path) as f:
         torch.save(payload, f)
-
-
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return getattr(model, "module", model)   # a DistributedDataParallel's model
 
 
 def load(resume: Resume, epochs: int | None = None) -> dict | None:
@@ -138,9 +135,9 @@ def load(resume: Resume, epochs: int | None = None) -> dict | None:
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a resume file of this course ({FORMAT}). Delete it, or pass "
                               "another resume path, to start the run afresh.", "not a resume file")
-    if payload.get("config") != resume.config:
-        saved = payload.get("config") if isinstance(payload.get("config"), dict) else {}
-        diff = sorted(k for k in set(saved) | set(resume.config) if saved.get(k) != resume.config.get(k))
+    saved = payload.get("config") if isinstance(payload.get("config"), dict) else {}
+    diff = differing_keys(saved, resume.config)     # as checkpoints compare them (NaN equals NaN)
+    if diff:
         if resume.restart:
             return _set_aside(resume, f"it was saved by a run with another config (differs in: {', '.join(diff)})")
         raise CheckpointError(
@@ -154,7 +151,7 @@ def load(resume: Resume, epochs: int | None = None) -> dict | None:
             raise CheckpointError(f"{path} holds {group} {sorted(payload[group])}, this run has {sorted(objects)}. "
                                   "Delete it to start afresh.", f"other {group}")
     for k, m in resume.models.items():
-        _unwrap(m).load_state_dict(payload["models"][k])
+        m.load_state_dict(payload["models"][k])
     for k, o in resume.optimizers.items():
         o.load_state_dict(payload["optimizers"][k])
     for k, e in resume.emas.items():
@@ -186,8 +183,12 @@ def beside(name: str, config: Mapping[str, Any], models: Mapping[str, torch.nn.M
     of another config (or of more epochs than asked) is set aside and the run starts afresh."""
     from .checkpoints import checkpoint_path
     path = checkpoint_path(name).with_suffix(".resume.pt")
-    return Resume(path, {k: v for k, v in config.items() if k != "epochs"}, models, optimizers, emas,
-                  every=every, restart=True)
+    return Resume(path, without_epochs(config), models, optimizers, emas, every=every, restart=True)
+
+
+def without_epochs(config: Mapping[str, Any]) -> dict:
+    """``config`` less its ``epochs``: what a resume file must match (more epochs continue it)."""
+    return {k: v for k, v in config.items() if k != "epochs"}
 
 
 def train(step, batches: Iterable, epochs: int, resume: Resume, **kwargs) -> History:
@@ -200,8 +201,7 @@ def train(step, batches: Iterable, epochs: int, resume: Resume, **kwargs) -> His
     device = next((str(p.device) for m in resume.models.values() for p in m.parameters()), "cpu")
     earlier = [] if not payload else payload.get("sessions") or [   # a file from before sessions were kept
         {"device": "not recorded", "from_step": 0, "to_step": int(payload["steps"])}]
-    resume._sessions = (list(earlier),
-                        {"device": device, "from_step": int(payload["steps"]) if payload else 0})
+    this_run = {"device": device, "from_step": int(payload["steps"]) if payload else 0}
     if payload is None:
         position, history, steps = _Position(batches), History(), 0
     else:
@@ -219,11 +219,14 @@ def train(step, batches: Iterable, epochs: int, resume: Resume, **kwargs) -> His
         count[0] += 1
         position.step_in_epoch += 1
         if count[0] % resume.every == 0 and position.step_in_epoch < len(position):
-            save(resume, position, history, count[0])
+            save_now(history)
         return losses
 
+    def save_now(history):
+        save(resume, position, history, count[0], [*earlier, dict(this_run, to_step=count[0])])
+
     def save_after_epoch(epoch, history):      # after the other callbacks: their records are saved too
-        save(resume, position, history, count[0])
+        save_now(history)
 
     kwargs["callbacks"] = [*kwargs.get("callbacks", ()), save_after_epoch]
     return training.train(saving_step, position, left, history=history, **kwargs)
