@@ -91,12 +91,20 @@ def test_committed_pretrained_models_match_their_manifest_and_budget():
         model, entry = pretrained.load(name)      # checks the SHA-256
         total += entry["bytes"]
         assert entry["max_pixel_change"] <= 1 / 255, name
-        for key in ("budget", "epochs", "device", "train_seconds", "metrics", "recipe", "date"):
+        for key in ("budget", "epochs", "steps", "device", "sessions", "train_seconds", "metrics", "recipe", "date"):
             assert key in entry, (name, key)
-        assert entry["metrics"]["fid_domain"] > 0
+        assert entry["command"].startswith("python -m tools.pretrain --budget "), name   # how to reproduce it
+        assert entry["curve"], name                                                      # its metric over training
         labels = torch.arange(4) if getattr(model, "conditional", False) else None
         images = model.sample(4, labels)
-        assert images.shape[1:] == (1, 28, 28) and 0 <= images.min() and images.max() <= 1
+        assert 0 <= images.min() and images.max() <= 1
+        if "dsprites" in name:                    # judged by its factors, not by FID
+            assert images.shape[1:] == (1, 64, 64)
+            found = entry["metrics"]["factors_found"]
+            assert all(found[f]["eta2"] >= 0.8 for f in ("pos_x", "pos_y", "scale")), found
+            assert len({found[f]["dim"] for f in ("pos_x", "pos_y", "scale")}) == 3, found   # one dimension each
+        else:
+            assert images.shape[1:] == (1, 28, 28) and entry["metrics"]["fid_domain"] > 0
     assert total <= 25e6
 
 
