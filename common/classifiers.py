@@ -136,6 +136,7 @@ class IndependentClassifier(Module):
 
 
 INDEPENDENT_WEIGHTS = "independent_classifier.pt"   # in data/, committed, with its .json record
+INDEPENDENT_DATASET = "fashion_mnist-1x28x28"       # the one dataset it is trained for
 
 
 def load_independent(device: torch.device | str = "cpu") -> IndependentClassifier:
@@ -180,6 +181,18 @@ def class_accuracy(generator, classifier: nn.Module, per_class: int, seed: int =
 
 
 @torch.no_grad()
+def confident_share(images: torch.Tensor, classifier: nn.Module, threshold: float = 0.9
+                    ) -> tuple[float, list[float]]:
+    """The share of ``images`` to which ``classifier`` gives one class a probability of at least
+    ``threshold``, and the share of the images it assigns to each class."""
+    with eval_mode(classifier):
+        probs = torch.cat([classifier(images[i:i + 1000]).softmax(1) for i in range(0, len(images), 1000)])
+    confident = (probs.max(1).values >= threshold).float().mean().item()
+    shares = torch.bincount(probs.argmax(1), minlength=probs.shape[1]).float() / len(images)
+    return confident, shares.tolist()
+
+
+@torch.no_grad()
 def recognisable(generator, classifier: nn.Module, n: int = 1000, threshold: float = 0.9, seed: int = 5
                  ) -> tuple[float, list[float]]:
     """How recognisable an unconditional generator's samples are to ``classifier``: the share of
@@ -190,8 +203,4 @@ def recognisable(generator, classifier: nn.Module, n: int = 1000, threshold: flo
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         images = generator.sample(n)
-    with eval_mode(classifier):
-        probs = torch.cat([classifier(images[i:i + 1000]).softmax(1) for i in range(0, n, 1000)])
-    confident = (probs.max(1).values >= threshold).float().mean().item()
-    shares = torch.bincount(probs.argmax(1), minlength=probs.shape[1]).float() / n
-    return confident, shares.tolist()
+    return confident_share(images, classifier, threshold)

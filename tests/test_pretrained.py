@@ -91,12 +91,25 @@ def test_committed_pretrained_models_match_their_manifest_and_budget():
         model, entry = pretrained.load(name)      # checks the SHA-256
         total += entry["bytes"]
         assert entry["max_pixel_change"] <= 1 / 255, name
-        for key in ("budget", "epochs", "device", "train_seconds", "metrics", "recipe", "date"):
+        for key in ("budget", "epochs", "steps", "device", "sessions", "train_seconds", "metrics", "recipe", "date"):
             assert key in entry, (name, key)
-        assert entry["metrics"]["fid_domain"] > 0
+        assert entry["command"].startswith("python -m tools.pretrain --budget "), name   # how to reproduce it
+        assert entry["curve"] or "gmm_prior" in name, name   # its metric over training (a GMM is fitted once)
         labels = torch.arange(4) if getattr(model, "conditional", False) else None
         images = model.sample(4, labels)
-        assert images.shape[1:] == (1, 28, 28) and 0 <= images.min() and images.max() <= 1
+        assert 0 <= images.min() and images.max() <= 1
+        if "dsprites" in name:                    # judged by its factors, not by FID
+            assert images.shape[1:] == (1, 64, 64)
+            found = entry["metrics"]["factors_found"]
+            # x and y each in a dimension of its own; scale (eta^2 0.35) shares one with shape: the
+            # issue's target of eta^2 >= 0.8 for scale is not met (README, "Pretrained models")
+            assert all(found[f]["eta2"] >= 0.8 for f in ("pos_x", "pos_y")), found
+            assert found["pos_x"]["dim"] != found["pos_y"]["dim"], found
+        else:
+            assert images.shape[1:] == (1, 28, 28) and entry["metrics"]["fid_domain"] > 0
+        if getattr(model, "conditional", False):  # judged by the classifier no model trained against
+            per_class = entry["metrics"]["class_accuracy_per_class_independent"]
+            assert entry["metrics"]["class_accuracy_independent"] >= 0.9 and min(per_class) >= 0.8, (name, per_class)
     assert total <= 25e6
 
 
@@ -174,8 +187,11 @@ def test_compare_measures_yours_and_the_pretrained_model_alike_and_names_what_is
     for who, model in (("yours", mine), ("pretrained", pretrained.load(f"vae_mlp-{test.tag}", directory=tmp_path / "pre")[0])):
         expected = fid.fid(model.eval(), test, 200, "domain", seed=0, progress=False).value
         assert result.metrics["MLP VAE"][who]["fid"] == pytest.approx(expected, rel=1e-6)
-    cond = result.metrics["conditional DCGAN"]["yours"]
-    assert 0 <= cond["worst"] <= cond["class_accuracy"] <= 1 and cond["worst_class"] in test.classes
+    cond = result.metrics["conditional DCGAN"]["yours"]["class_accuracy"]
+    assert list(cond) == ["independent classifier", "domain classifier"]      # the independent judge first
+    for judged in cond.values():
+        assert 0 <= judged["worst"] <= judged["mean"] <= 1 and judged["worst_class"] in test.classes
+    assert "class accuracy (worst class): independent classifier | domain classifier" in result.table
     assert "class_accuracy" not in result.metrics["MLP VAE"]["yours"]
     # two rows of samples per compared model, drawn from the same noise, budgets in the table
     assert list(result.samples) == ["MLP VAE\nyours, 2 epochs", "MLP VAE\npretrained, 5 epochs",

@@ -59,7 +59,7 @@ GPU_PROFILE = {
                "sprites_latent": 10, "sprites_channels": 32},
     "02_vq_vae": {"dataset": "fashion_mnist", "train_limit": None, "batch_size": 128, "lr": 1e-3,
                   "codebook_sizes": (64, 128, 256), "code_dim": 16, "channels": 64, "beta": 0.25,
-                  "epochs": 20, "vae_latent": 32, "vae_hidden": 256, "vae_sigma2": 1.0, "vae_epochs": 50},
+                  "epochs": 20, "vae_latent": 32, "vae_hidden": 256, "vae_sigma2": 10.0, "vae_epochs": 50},
     "03_dcgan": {"dataset": "fashion_mnist", "train_limit": None, "batch_size": 128, "lr": 2e-4,
                  "betas": (0.5, 0.999), "z_dim": 100, "g_channels": 64, "d_channels": 64, "epochs": 25,
                  "fid_n": 10_000, "failure_steps": 300, "collapse_steps": 200},
